@@ -1,0 +1,55 @@
+// swift-tools-version: 6.1
+// MemWAL: a replicated, write-ahead-logged memory store for agent fleets.
+// Target layout follows shared/DESIGN.md §8: one responsibility per target.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+  .unsafeFlags(["-warnings-as-errors"])
+]
+
+let package = Package(
+  name: "memwal",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "memwal", targets: ["MemWALCLI"]),
+    .library(name: "MemWALCore", targets: ["MemWALCore"]),
+    .library(name: "MemWALLog", targets: ["MemWALLog"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+  ],
+  targets: [
+    // CRC32C with the SSE4.2 / ARMv8 CRC instruction where the CPU has it, and a table fallback.
+    .target(name: "CMemWALCRC32C", cSettings: [.unsafeFlags(["-O2"])]),
+    // Vocabulary, codecs and typed errors. No I/O.
+    .target(name: "MemWALCore", dependencies: ["CMemWALCRC32C"], swiftSettings: strict),
+    // Segments, group commit, checkpoints, recovery, and the file-system interface.
+    .target(
+      name: "MemWALLog",
+      dependencies: ["MemWALCore", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict
+    ),
+    .executableTarget(
+      name: "MemWALCLI",
+      dependencies: [
+        "MemWALCore", "MemWALLog",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
+    .testTarget(name: "MemWALCoreTests", dependencies: ["MemWALCore"], swiftSettings: strict),
+    .testTarget(
+      name: "MemWALLogTests",
+      dependencies: ["MemWALCore", "MemWALLog", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "MemWALCLITests",
+      dependencies: ["MemWALCore", "MemWALLog"],
+      swiftSettings: strict
+    ),
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -24,8 +24,8 @@ public struct Epoch: RawRepresentable, Hashable, Comparable, Sendable, CustomStr
   public var description: String { String(rawValue) }
 }
 
-/// Identifies a transaction. Strictly increasing over the transaction records of a log;
-/// control records (epoch changes) carry 0.
+/// Identifies a transaction. Assigned by the log to every record (epoch changes included) and
+/// strictly increasing along it; 0 means "none".
 public struct TransactionID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
   public var rawValue: UInt64
   public init(rawValue: UInt64) { self.rawValue = rawValue }

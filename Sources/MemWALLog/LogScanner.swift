@@ -154,9 +154,12 @@ public struct LogScanner {
     var lastTimestamp: Int64 = 0
     var lastTransaction: TransactionID = .none
     var history: [EpochStart] = []
+    /// After skipped segments the next header's chain seed and epoch are taken as given.
+    var trustNextHeader = false
 
     mutating func skip(to header: SegmentHeader, nextFirst: LSN) {
       started = true
+      trustNextHeader = true
       lastLSN = LSN(nextFirst.rawValue - 1)
       epoch = header.epoch
       if history.isEmpty { history = [EpochStart(epoch: header.epoch, firstLSN: header.firstLSN)] }
@@ -256,6 +259,12 @@ public struct LogScanner {
       throw WALCorruption(
         kind: .missingSegment(expected: state.lastLSN.next), file: name, offset: 0, lastGoodLSN: state.lastLSN)
     }
+    if state.trustNextHeader {
+      state.trustNextHeader = false
+      state.lastCRC = header.chainSeedCRC
+      state.epoch = header.epoch
+      return
+    }
     guard header.chainSeedCRC == state.lastCRC, header.epoch == state.epoch else {
       throw WALCorruption(
         kind: .brokenSequence(
@@ -273,13 +282,13 @@ public struct LogScanner {
     if state.lastTimestamp != 0 || state.lastLSN > .zero, record.timestampMicros <= state.lastTimestamp {
       throw fail("LSN \(record.lsn) has time \(record.timestampMicros), not after \(state.lastTimestamp)")
     }
+    guard record.transactionID > state.lastTransaction else {
+      throw fail("LSN \(record.lsn) has transaction \(record.transactionID), not after \(state.lastTransaction)")
+    }
+    state.lastTransaction = record.transactionID
     switch record.payload {
     case .transaction:
       guard record.epoch == state.epoch else { throw fail("LSN \(record.lsn) in epoch \(record.epoch), log is in epoch \(state.epoch)") }
-      guard record.transactionID > state.lastTransaction else {
-        throw fail("LSN \(record.lsn) has transaction \(record.transactionID), not after \(state.lastTransaction)")
-      }
-      state.lastTransaction = record.transactionID
     case .epochChange(let change):
       guard record.epoch > state.epoch, change.previousEpoch == state.epoch else {
         throw fail("LSN \(record.lsn) changes epoch \(change.previousEpoch) → \(record.epoch) while the log is in epoch \(state.epoch)")

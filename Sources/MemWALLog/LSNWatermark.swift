@@ -1,0 +1,92 @@
+import MemWALCore
+import Synchronization
+
+/// A position in the log that only moves forward (written, flushed; replication adds quorum and
+/// applied), with async waiting for it to reach an LSN. Once failed, every waiter and every later
+/// wait gets the failure.
+public final class LSNWatermark: Sendable {
+  private struct Waiter {
+    var lsn: LSN
+    var id: UInt64
+    var continuation: CheckedContinuation<Void, Error>
+  }
+
+  private struct State {
+    var value: LSN
+    var failure: WALError?
+    var waiters: [Waiter] = []
+    var nextID: UInt64 = 0
+  }
+
+  private let state: Mutex<State>
+
+  public init(_ value: LSN = .zero) { state = Mutex(State(value: value)) }
+
+  public var value: LSN { state.withLock { $0.value } }
+
+  /// Moves the mark forward (never back) and wakes the waiters it satisfies.
+  public func advance(to lsn: LSN) {
+    let ready = state.withLock { state -> [Waiter] in
+      guard lsn > state.value else { return [] }
+      state.value = lsn
+      var ready: [Waiter] = []
+      state.waiters.removeAll { waiter in
+        guard waiter.lsn <= lsn else { return false }
+        ready.append(waiter)
+        return true
+      }
+      return ready
+    }
+    for waiter in ready { waiter.continuation.resume() }
+  }
+
+  /// Fails every current and future waiter with `error`.
+  public func fail(_ error: WALError) {
+    let waiters = state.withLock { state -> [Waiter] in
+      if state.failure == nil { state.failure = error }
+      defer { state.waiters.removeAll() }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.continuation.resume(throwing: error) }
+  }
+
+  /// Returns once the mark is at or past `lsn`; throws `WALError.timedOut` after `timeout`, and
+  /// `CancellationError` if the task is cancelled.
+  public func wait(for lsn: LSN, timeout: Duration? = nil) async throws {
+    let id = state.withLock { state -> UInt64 in
+      state.nextID += 1
+      return state.nextID
+    }
+    let timer: Task<Void, Never>? = timeout.map { timeout in
+      Task { [weak self] in
+        try? await Task.sleep(for: timeout)
+        guard !Task.isCancelled, let self else { return }
+        self.cancel(id, with: .timedOut(waitingFor: lsn, reached: self.value))
+      }
+    }
+    defer { timer?.cancel() }
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+        let outcome = state.withLock { state -> Result<Void, WALError>? in
+          if let failure = state.failure { return .failure(failure) }
+          if state.value >= lsn { return .success(()) }
+          state.waiters.append(Waiter(lsn: lsn, id: id, continuation: continuation))
+          return nil
+        }
+        if let outcome { continuation.resume(with: outcome) }
+      }
+    } onCancel: {
+      self.cancel(id, with: nil)
+    }
+  }
+
+  private func cancel(_ id: UInt64, with error: WALError?) {
+    let waiter = state.withLock { state -> Waiter? in
+      guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+      return state.waiters.remove(at: index)
+    }
+    if let waiter {
+      if let error { waiter.continuation.resume(throwing: error) } else { waiter.continuation.resume(throwing: CancellationError()) }
+    }
+  }
+}

@@ -1,0 +1,573 @@
+import Logging
+import MemWALCore
+
+/// The write-ahead log: segments, group commit, checkpoints, retention and recovery (DESIGN §3).
+///
+/// Writers call `append` from any task. Entries queue up; one flusher thread takes whatever is
+/// queued (up to `maximumBatchBytes`), frames it, issues one `write` and — if any entry in the batch
+/// asked for `local` or stronger — one `fdatasync`, and only then resumes the writers.
+/// Durable before acknowledged: no writer is told `local` before the sync covering its record returned.
+///
+/// An I/O failure inside the flusher (an `fdatasync` error above all) stops the log for good, as in
+/// PostgreSQL: the page cache may have dropped the data, so retrying could acknowledge lost writes.
+public final class WriteAheadLog: @unchecked Sendable {
+  public struct Options: Sendable {
+    /// Size of each segment file, preallocated when it is created.
+    public var segmentBytes: Int = 64 << 20
+    /// Largest record body accepted; larger appends are refused before anything is written.
+    public var maximumRecordBytes: Int = 16 << 20
+    /// Most bytes framed into one write by the flusher.
+    public var maximumBatchBytes: Int = 4 << 20
+    /// Most bytes waiting in the queue; further appends wait for room (back-pressure).
+    public var maximumQueuedBytes: Int = 64 << 20
+    /// How long the flusher may wait for more writers before taking a batch (0: never wait;
+    /// batches then form while the previous fsync runs).
+    public var batchDelayMicroseconds: Int = 0
+    /// The cluster a new log belongs to; an existing log must match it. `nil`: a new log gets a
+    /// random one, an existing log keeps its own.
+    public var clusterID: ClusterID?
+    /// The epoch of a brand-new log.
+    public var initialEpoch: Epoch = Epoch(1)
+    /// Move retired segments to `archive/` instead of deleting them.
+    public var archiveRetiredSegments = false
+    public var clock: any WALClock = SystemClock()
+
+    public init() {}
+
+    func validate() throws {
+      let minimumSegment = SegmentHeader.size + WALFormat.aligned(WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize) * 4
+      guard segmentBytes >= minimumSegment, segmentBytes <= 1 << 30 else {
+        throw WALError.invalidInput(.invalid(field: "segment_bytes", reason: "\(segmentBytes) is outside \(minimumSegment)...\(1 << 30)"))
+      }
+      let largestFitting = segmentBytes - SegmentHeader.size - WALFormat.frameHeaderSize - WALFormat.frameAlignment
+      guard maximumRecordBytes >= WALFormat.recordBodyHeaderSize, maximumRecordBytes <= min(largestFitting, WALFormat.maximumRecordBodySize) else {
+        throw WALError.invalidInput(.invalid(field: "maximum_record_bytes", reason: "\(maximumRecordBytes) must fit in a segment of \(segmentBytes) bytes"))
+      }
+      guard maximumBatchBytes > 0, maximumQueuedBytes >= maximumBatchBytes, batchDelayMicroseconds >= 0, batchDelayMicroseconds <= 1_000_000 else {
+        throw WALError.invalidInput(.invalid(field: "batch limits", reason: "need 0 < batch bytes ≤ queued bytes and a delay of at most 1 s"))
+      }
+    }
+  }
+
+  /// What a write got: its place in the log and the durability actually reached.
+  public struct AppendResult: Sendable, Equatable {
+    public var lsn: LSN
+    public var epoch: Epoch
+    public var transactionID: TransactionID
+    public var timestampMicros: Int64
+    public var durability: Durability
+  }
+
+  /// What `open` found and did.
+  public struct Recovery: Sendable {
+    /// The checkpoint to load, if any; replay the records after its LSN.
+    public var checkpoint: Checkpoint?
+    public var checkpointFile: String?
+    /// Newer checkpoint files that were unreadable and set aside (renamed `.broken`).
+    public var rejectedCheckpoints: [String] = []
+    public var lastLSN: LSN = .zero
+    public var epoch: Epoch = .zero
+    /// The torn tail that was cut, if the last run ended in a crash mid-write.
+    public var truncatedTail: TornTail?
+    public var isNewLog = false
+  }
+
+  public let layout: LogLayout
+  public let options: Options
+  public let clusterID: ClusterID
+  public let fileSystem: FileSystem
+  let logger: Logger
+
+  /// How far the log has been written and fsynced.
+  public let positions: LogPositions
+
+  // Guarded by `lock`.
+  let lock = ConditionLock()
+  private var queue: [PendingAppend] = []
+  private var queueHead = 0
+  private var queuedBytes = 0
+  private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+  private var isClosing = false
+  private var hasStopped = false
+  private var stopWaiters: [CheckedContinuation<Void, Never>] = []
+  private var failure: WALError?
+  var segments: [SegmentSummary]
+  private var epochHistoryShared: [EpochStart]
+  private var currentEpochShared: Epoch
+
+  // Owned by the flusher thread once it runs.
+  private var writer: SegmentWriter
+  private var nextLSN: LSN
+  private var lastCRC: UInt32
+  private var lastTimestamp: Int64
+  private var lastTransaction: TransactionID
+  private var epoch: Epoch
+  private var syncedThrough: LSN
+  private var batchBuffer: [UInt8] = []
+
+  // Serializes checkpoints and retention.
+  let maintenanceLock = ConditionLock()
+  var keptCheckpoints: [LSN]
+
+  struct PendingAppend {
+    var recordType: UInt8
+    var payload: [UInt8]
+    var newEpoch: Epoch
+    var durability: Durability
+    var frameBytes: Int
+    var continuation: CheckedContinuation<AppendResult, Error>
+  }
+
+  struct SegmentWriter {
+    var file: StorageFile
+    var name: String
+    var offset: Int
+  }
+
+  private init(
+    layout: LogLayout, options: Options, clusterID: ClusterID, fileSystem: FileSystem, logger: Logger,
+    scan: ScanResult, writer: SegmentWriter, keptCheckpoints: [LSN]
+  ) {
+    self.layout = layout
+    self.options = options
+    self.clusterID = clusterID
+    self.fileSystem = fileSystem
+    self.logger = logger
+    self.segments = scan.segments
+    self.writer = writer
+    self.nextLSN = scan.lastLSN.next
+    self.lastCRC = scan.lastCRC
+    self.lastTimestamp = scan.lastTimestampMicros
+    self.lastTransaction = scan.lastTransactionID
+    self.epoch = scan.epoch
+    self.syncedThrough = scan.lastLSN
+    self.epochHistoryShared = scan.epochHistory
+    self.currentEpochShared = scan.epoch
+    self.keptCheckpoints = keptCheckpoints
+    self.positions = LogPositions(written: scan.lastLSN, flushed: scan.lastLSN)
+  }
+
+  // MARK: opening
+
+  /// Opens (or creates) the log under `directory` and recovers it: newest valid checkpoint, then
+  /// every segment checked; a torn tail is cut (and logged); corruption before the tail throws
+  /// `WALCorruption` naming file, offset and last good LSN. Replay with `readRecords(from:)`
+  /// starting after `recovery.checkpoint?.lsn`.
+  public static func open(
+    directory: String, options: Options = Options(), fileSystem: FileSystem = POSIXFileSystem(),
+    logger: Logger = Logger(label: "memwal.wal")
+  ) throws -> (WriteAheadLog, Recovery) {
+    try options.validate()
+    let layout = LogLayout(root: directory)
+    for path in [layout.root, layout.walDirectory, layout.checkpointDirectory] { try fileSystem.createDirectory(path) }
+    try removeTemporaryFiles(in: layout.walDirectory, fileSystem: fileSystem)
+    try removeTemporaryFiles(in: layout.checkpointDirectory, fileSystem: fileSystem)
+
+    var recovery = Recovery()
+    let checkpoints = CheckpointStore(directory: layout.checkpointDirectory, fileSystem: fileSystem)
+    var kept: [LSN] = []
+    for entry in try checkpoints.list() {
+      switch try checkpoints.load(entry.name) {
+      case .success(let (checkpoint, cluster)) where options.clusterID == nil || cluster == options.clusterID:
+        kept.append(checkpoint.lsn)
+        if recovery.checkpoint == nil {
+          recovery.checkpoint = checkpoint
+          recovery.checkpointFile = entry.name
+        }
+      case .success(let (_, cluster)):
+        throw WALCorruption(
+          kind: .clusterMismatch(expected: options.clusterID!, found: cluster), file: entry.name, offset: 16, lastGoodLSN: .zero)
+      case .failure(let problem):
+        guard recovery.checkpoint == nil else { continue }
+        let path = joinPath(layout.checkpointDirectory, entry.name)
+        logger.warning(
+          "checkpoint unreadable; falling back to an older one",
+          metadata: ["file": "\(entry.name)", "problem": "\(problem)"])
+        try fileSystem.rename(path, to: path + ".broken")
+        try fileSystem.syncDirectory(layout.checkpointDirectory)
+        recovery.rejectedCheckpoints.append(entry.name)
+      }
+    }
+
+    let scanner = LogScanner(walDirectory: layout.walDirectory, fileSystem: fileSystem, maximumBodySize: options.maximumRecordBytes)
+    var scan = try scanner.scan(checkpoint: recovery.checkpoint, expectedClusterID: options.clusterID)
+    let clusterID: ClusterID
+    let writer: SegmentWriter
+    if scan.segments.isEmpty {
+      if let checkpoint = recovery.checkpoint {
+        throw WALCorruption(
+          kind: .checkpointGap("no WAL segments, but a checkpoint at LSN \(checkpoint.lsn)"), file: layout.walDirectory,
+          offset: 0, lastGoodLSN: .zero)
+      }
+      var random = SystemRandomNumberGenerator()
+      clusterID = options.clusterID ?? ClusterID(high: random.next(), low: random.next())
+      let header = SegmentHeader(clusterID: clusterID, firstLSN: LSN(1), epoch: options.initialEpoch, chainSeedCRC: 0)
+      writer = try createSegment(header, layout: layout, segmentBytes: options.segmentBytes, fileSystem: fileSystem)
+      try fileSystem.syncDirectory(layout.root)
+      scan.epoch = options.initialEpoch
+      scan.epochHistory = [EpochStart(epoch: options.initialEpoch, firstLSN: LSN(1))]
+      scan.segments = [
+        SegmentSummary(
+          name: writer.name, header: header, lastLSN: .zero, endOffset: Int64(SegmentHeader.size), lastCRC: 0,
+          fileSize: Int64(options.segmentBytes))
+      ]
+      recovery.isNewLog = true
+      logger.info("created a new write-ahead log", metadata: ["directory": "\(directory)", "cluster": "\(clusterID)"])
+    } else {
+      clusterID = scan.clusterID!
+      let last = scan.segments[scan.segments.count - 1]
+      let file = try fileSystem.openFile(joinPath(layout.walDirectory, last.name), mode: .readWrite)
+      if let torn = scan.tornTail {
+        logger.warning(
+          "truncating the torn tail of the write-ahead log",
+          metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)", "lsn": "\(torn.lastGoodLSN)", "problem": "\(torn.problem)"])
+        try file.truncate(to: torn.offset)
+        recovery.truncatedTail = torn
+      }
+      // Preallocate again (a truncated or short file) and make everything recovered durable.
+      try file.preallocate(size: max(Int64(options.segmentBytes), last.fileSize))
+      try file.sync()
+      writer = SegmentWriter(file: file, name: last.name, offset: Int(last.endOffset))
+    }
+    recovery.lastLSN = scan.lastLSN
+    recovery.epoch = scan.epoch
+    let log = WriteAheadLog(
+      layout: layout, options: options, clusterID: clusterID, fileSystem: fileSystem, logger: logger, scan: scan,
+      writer: writer, keptCheckpoints: kept)
+    startThread(name: "memwal-flusher") { [log] in log.runFlusher() }
+    return (log, recovery)
+  }
+
+  private static func removeTemporaryFiles(in directory: String, fileSystem: FileSystem) throws {
+    for name in try fileSystem.contentsOfDirectory(directory) where name.hasSuffix(LogFileNames.temporarySuffix) {
+      try fileSystem.removeFile(joinPath(directory, name))
+    }
+  }
+
+  /// Creates a segment the crash-safe way: write the header and preallocate under a temporary
+  /// name, fsync, rename into place, fsync the directory.
+  static func createSegment(_ header: SegmentHeader, layout: LogLayout, segmentBytes: Int, fileSystem: FileSystem) throws
+    -> SegmentWriter
+  {
+    let name = LogFileNames.segment(firstLSN: header.firstLSN)
+    let path = joinPath(layout.walDirectory, name)
+    let temporary = path + LogFileNames.temporarySuffix
+    let file = try fileSystem.openFile(temporary, mode: .createNew)
+    do {
+      try file.write(header.encoded(), at: 0)
+      try file.preallocate(size: Int64(segmentBytes))
+      try file.sync()
+      try fileSystem.rename(temporary, to: path)
+      try fileSystem.syncDirectory(layout.walDirectory)
+    } catch {
+      file.close()
+      throw error
+    }
+    return SegmentWriter(file: file, name: name, offset: SegmentHeader.size)
+  }
+
+  // MARK: state
+
+  /// The epoch new records are written in.
+  public var currentEpoch: Epoch { lock.withLock { currentEpochShared } }
+  /// Every epoch the log has recorded, oldest first.
+  public var epochHistory: [EpochStart] { lock.withLock { epochHistoryShared } }
+  /// The failure that stopped the log, if any.
+  public var stoppedBy: WALError? { lock.withLock { failure } }
+  /// Segment files currently in the log, oldest first.
+  public var segmentNames: [String] { lock.withLock { segments.map(\.name) } }
+  /// LSNs of the checkpoints kept, newest first.
+  public var checkpointLSNs: [LSN] { maintenanceLock.withLock { keptCheckpoints } }
+
+  // MARK: appending
+
+  /// Appends a transaction and returns once it has reached `durability` on this node (`local` at most;
+  /// stronger levels are `local` here, and replication waits for the rest).
+  public func append(_ transaction: WALTransaction, durability: Durability = .local) async throws -> AppendResult {
+    do {
+      try WALFrame.validate(.transaction(transaction))
+    } catch {
+      throw WALError.invalidInput(error)
+    }
+    return try await enqueue(
+      recordType: WALFormat.RecordType.transaction, payload: WALFrame.encodePayload(.transaction(transaction)),
+      newEpoch: .zero, durability: durability)
+  }
+
+  /// Records the start of epoch `newEpoch` (led by `leader`); later records carry it. Refused unless
+  /// `newEpoch` is above the log's epoch when the record is written.
+  public func appendEpochChange(to newEpoch: Epoch, leader: String, durability: Durability = .local) async throws
+    -> AppendResult
+  {
+    let change = EpochChange(previousEpoch: .zero, leader: leader)
+    do {
+      try WALFrame.validate(.epochChange(change))
+    } catch {
+      throw WALError.invalidInput(error)
+    }
+    return try await enqueue(
+      recordType: WALFormat.RecordType.epochChange, payload: WALFrame.encodePayload(.epochChange(change)),
+      newEpoch: newEpoch, durability: durability)
+  }
+
+  private func enqueue(recordType: UInt8, payload: [UInt8], newEpoch: Epoch, durability: Durability) async throws
+    -> AppendResult
+  {
+    let bodyBytes = WALFormat.recordBodyHeaderSize + payload.count
+    guard bodyBytes <= options.maximumRecordBytes else {
+      throw WALError.invalidInput(.recordTooLarge(bytes: bodyBytes, limit: options.maximumRecordBytes))
+    }
+    let frameBytes = WALFormat.aligned(WALFormat.frameHeaderSize + bodyBytes)
+    while true {
+      let mustWait: Bool = try lock.withLock {
+        if let failure { throw failure }
+        if isClosing { throw WALError.closed }
+        return queuedBytes > 0 && queuedBytes + frameBytes > options.maximumQueuedBytes
+      }
+      guard mustWait else { break }
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let resumeNow = lock.withLock {
+          if failure != nil || isClosing || queuedBytes + frameBytes <= options.maximumQueuedBytes { return true }
+          spaceWaiters.append(continuation)
+          return false
+        }
+        if resumeNow { continuation.resume() }
+      }
+    }
+    return try await withCheckedThrowingContinuation { continuation in
+      let rejection: WALError? = lock.withLock {
+        if let failure { return failure }
+        if isClosing { return .closed }
+        queue.append(
+          PendingAppend(
+            recordType: recordType, payload: payload, newEpoch: newEpoch, durability: durability, frameBytes: frameBytes,
+            continuation: continuation))
+        queuedBytes += frameBytes
+        lock.signal()
+        return nil
+      }
+      if let rejection { continuation.resume(throwing: rejection) }
+    }
+  }
+
+  /// Waits until `lsn` is durable on this node (`local`) or at least written (`memory`).
+  public func waitUntil(_ lsn: LSN, reaches durability: Durability, timeout: Duration? = nil) async throws {
+    switch durability {
+    case .memory: try await positions.written.wait(for: lsn, timeout: timeout)
+    default: try await positions.flushed.wait(for: lsn, timeout: timeout)
+    }
+  }
+
+  // MARK: the flusher
+
+  private func runFlusher() {
+    var batch: [PendingAppend] = []
+    while true {
+      var spaceToResume: [CheckedContinuation<Void, Never>] = []
+      lock.lock()
+      while queueHead == queue.count && !isClosing { lock.wait() }
+      if queueHead == queue.count {
+        hasStopped = true
+        let waiters = stopWaiters
+        stopWaiters.removeAll()
+        lock.unlock()
+        for waiter in waiters { waiter.resume() }
+        return
+      }
+      if options.batchDelayMicroseconds > 0 && queuedBytes < options.maximumBatchBytes && !isClosing {
+        lock.wait(microseconds: options.batchDelayMicroseconds)
+      }
+      var bytes = 0
+      while queueHead < queue.count && (batch.isEmpty || bytes + queue[queueHead].frameBytes <= options.maximumBatchBytes) {
+        bytes += queue[queueHead].frameBytes
+        batch.append(queue[queueHead])
+        queueHead += 1
+      }
+      if queueHead == queue.count {
+        queue.removeAll(keepingCapacity: true)
+        queueHead = 0
+      } else if queueHead > 4096 {
+        queue.removeFirst(queueHead)
+        queueHead = 0
+      }
+      queuedBytes -= bytes
+      swap(&spaceToResume, &spaceWaiters)
+      lock.unlock()
+      for waiter in spaceToResume { waiter.resume() }
+      process(batch)
+      batch.removeAll(keepingCapacity: true)
+    }
+  }
+
+  /// Frames, writes and (if asked) syncs one batch, then answers its writers.
+  private func process(_ batch: [PendingAppend]) {
+    var outcomes: [(CheckedContinuation<AppendResult, Error>, Result<AppendResult, WALError>)] = []
+    outcomes.reserveCapacity(batch.count)
+    var unanswered = batch.startIndex
+    var bufferStart = writer.offset
+    batchBuffer.removeAll(keepingCapacity: true)
+    var needsSync = false
+    var newHistory: [EpochStart] = []
+    do {
+      for (index, entry) in batch.enumerated() {
+        if entry.recordType == WALFormat.RecordType.epochChange && entry.newEpoch <= epoch {
+          outcomes.append((entry.continuation, .failure(.staleEpoch(current: epoch, requested: entry.newEpoch))))
+          unanswered = index + 1
+          continue
+        }
+        if writer.offset + batchBuffer.count + entry.frameBytes > options.segmentBytes {
+          try writeBuffer(at: bufferStart)
+          try rollSegment()
+          bufferStart = writer.offset
+        }
+        let lsn = nextLSN
+        nextLSN = lsn.next
+        lastTimestamp = max(options.clock.microsecondsSinceEpoch(), lastTimestamp + 1)
+        lastTransaction = TransactionID(lastTransaction.rawValue + 1)
+        var payload = entry.payload
+        if entry.recordType == WALFormat.RecordType.epochChange {
+          // The previous epoch is only known here, in log order.
+          payload.withUnsafeMutableBytes { $0.storeBytes(of: epoch.rawValue.littleEndian, toByteOffset: 0, as: UInt64.self) }
+          epoch = entry.newEpoch
+          newHistory.append(EpochStart(epoch: epoch, firstLSN: lsn))
+        }
+        lastCRC = WALFrame.appendFrame(
+          to: &batchBuffer, lsn: lsn, epoch: epoch, transactionID: lastTransaction, timestampMicros: lastTimestamp,
+          recordType: entry.recordType, encodedPayload: payload, previousCRC: lastCRC, syncedThroughLSN: syncedThrough)
+        if entry.durability >= .local { needsSync = true }
+        outcomes.append(
+          (
+            entry.continuation,
+            .success(
+              AppendResult(lsn: lsn, epoch: epoch, transactionID: lastTransaction, timestampMicros: lastTimestamp, durability: .memory))
+          ))
+        unanswered = index + 1
+      }
+      try writeBuffer(at: bufferStart)
+      if needsSync {
+        try writer.file.sync()
+        syncedThrough = LSN(nextLSN.rawValue - 1)
+        positions.flushed.advance(to: syncedThrough)
+      }
+    } catch {
+      let failure = WALError.failed("\(error)")
+      logger.critical("write-ahead log stopped", metadata: ["error": "\(error)", "lsn": "\(syncedThrough)"])
+      stop(with: failure)
+      for index in unanswered..<batch.count { outcomes.append((batch[index].continuation, .success(placeholder))) }
+      for (continuation, outcome) in outcomes {
+        // Records framed in this batch may or may not be on disk: their outcome is unknown.
+        if case .failure(let error) = outcome { continuation.resume(throwing: error) } else { continuation.resume(throwing: failure) }
+      }
+      return
+    }
+    if !newHistory.isEmpty {
+      lock.withLock {
+        epochHistoryShared.append(contentsOf: newHistory)
+        currentEpochShared = epoch
+      }
+    }
+    for (continuation, outcome) in outcomes {
+      switch outcome {
+      case .success(var result):
+        result.durability = result.lsn <= syncedThrough ? .local : .memory
+        continuation.resume(returning: result)
+      case .failure(let error):
+        continuation.resume(throwing: error)
+      }
+    }
+  }
+
+  private var placeholder: AppendResult {
+    AppendResult(lsn: .zero, epoch: .zero, transactionID: .none, timestampMicros: 0, durability: .memory)
+  }
+
+  private func writeBuffer(at offset: Int) throws {
+    guard !batchBuffer.isEmpty else { return }
+    try batchBuffer.withUnsafeBytes { try writer.file.write($0, at: Int64(offset)) }
+    writer.offset = offset + batchBuffer.count
+    batchBuffer.removeAll(keepingCapacity: true)
+    let last = LSN(nextLSN.rawValue - 1)
+    positions.written.advance(to: last)
+    lock.withLock {
+      segments[segments.count - 1].lastLSN = last
+      segments[segments.count - 1].lastCRC = lastCRC
+      segments[segments.count - 1].endOffset = Int64(writer.offset)
+    }
+  }
+
+  /// Closes the full segment (synced first: a newer segment exists only over a durable older one)
+  /// and starts the next.
+  private func rollSegment() throws {
+    let last = LSN(nextLSN.rawValue - 1)
+    if syncedThrough < last {
+      try writer.file.sync()
+      syncedThrough = last
+      positions.flushed.advance(to: last)
+    }
+    let header = SegmentHeader(clusterID: clusterID, firstLSN: nextLSN, epoch: epoch, chainSeedCRC: lastCRC)
+    let next = try Self.createSegment(header, layout: layout, segmentBytes: options.segmentBytes, fileSystem: fileSystem)
+    writer.file.close()
+    writer = next
+    lock.withLock {
+      segments.append(
+        SegmentSummary(
+          name: next.name, header: header, lastLSN: last, endOffset: Int64(SegmentHeader.size), lastCRC: lastCRC,
+          fileSize: Int64(options.segmentBytes)))
+    }
+    logger.debug("started a new segment", metadata: ["file": "\(next.name)", "lsn": "\(nextLSN)"])
+  }
+
+  private func stop(with error: WALError) {
+    let (pending, space) = lock.withLock { () -> ([PendingAppend], [CheckedContinuation<Void, Never>]) in
+      if failure == nil { failure = error }
+      let pending = Array(queue[queueHead...])
+      queue.removeAll()
+      queueHead = 0
+      queuedBytes = 0
+      defer { spaceWaiters.removeAll() }
+      return (pending, spaceWaiters)
+    }
+    for entry in pending { entry.continuation.resume(throwing: error) }
+    for waiter in space { waiter.resume() }
+    positions.written.fail(error)
+    positions.flushed.fail(error)
+  }
+
+  // MARK: closing
+
+  /// Stops taking writes, lets the flusher finish what is queued, and closes the files.
+  public func close() async {
+    let alreadyStopped = lock.withLock {
+      isClosing = true
+      lock.signal()
+      return hasStopped
+    }
+    if !alreadyStopped {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = lock.withLock {
+          if hasStopped { return true }
+          stopWaiters.append(continuation)
+          return false
+        }
+        if done { continuation.resume() }
+      }
+    }
+    let space = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+      defer { spaceWaiters.removeAll() }
+      return spaceWaiters
+    }
+    for waiter in space { waiter.resume() }
+    writer.file.close()
+  }
+}
+
+/// The log's two positions: `written` (the highest LSN handed to the operating system) and
+/// `flushed` (the highest LSN made durable by `fdatasync`).
+public final class LogPositions: Sendable {
+  public let written: LSNWatermark
+  public let flushed: LSNWatermark
+  init(written: LSN, flushed: LSN) {
+    self.written = LSNWatermark(written)
+    self.flushed = LSNWatermark(flushed)
+  }
+}

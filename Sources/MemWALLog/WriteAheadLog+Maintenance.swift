@@ -9,7 +9,7 @@ extension WriteAheadLog {
     guard lsn <= limit else { return }
     let scanner = LogScanner(walDirectory: layout.walDirectory, fileSystem: fileSystem, maximumBodySize: options.maximumRecordBytes)
     try withoutActuallyEscaping(body) { body in
-      try scanner.scan(expectedClusterID: clusterID, visitFrom: lsn) { frame, _, _ in
+      _ = try scanner.scan(expectedClusterID: clusterID, visitFrom: lsn) { frame, _, _ in
         guard frame.record.lsn <= limit else { return false }
         return try body(frame.record) && frame.record.lsn < limit
       }

@@ -98,10 +98,11 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
   func enter(_ kind: OperationKind, _ path: String, _ state: inout State) throws {
     if state.isCrashed { throw SimulatedCrash(operation: kind.rawValue, path: path) }
     state.operationsByKind[kind, default: 0] += 1
-    guard let plan = state.plan, plan.kinds.contains(kind) else {
+    guard let plan = state.plan else {
       state.counted += 1
       return
     }
+    guard plan.kinds.contains(kind) else { return }
     state.counted += 1
     guard state.counted == plan.operationIndex else { return }
     switch plan.fault {

@@ -250,8 +250,9 @@ extension WALFrame {
     let key = try readName(&reader, field: "idempotency_key")
     let countOffset = reader.offset
     let count: UInt32 = try reader.read()
-    // Each operation takes at least 16 bytes, which bounds the count by the bytes left.
-    guard count > 0, Int(count) <= WALFormat.maximumOperationsPerTransaction, Int(count) * 16 <= reader.remaining else {
+    // Each operation takes at least 15 bytes (kind, target, reserved, a 1-byte id, two absent
+    // images), which bounds the count by the bytes left before anything is allocated.
+    guard count > 0, Int(count) <= WALFormat.maximumOperationsPerTransaction, Int(count) * 15 <= reader.remaining else {
       throw .invalidValue(field: "operation_count", offset: countOffset, detail: "\(count) operations in \(reader.remaining) bytes")
     }
     var operations: [WALOperation] = []

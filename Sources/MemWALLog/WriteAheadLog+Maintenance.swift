@@ -7,7 +7,7 @@ extension WriteAheadLog {
   public func readRecords(from lsn: LSN, through: LSN? = nil, _ body: (WALRecord) throws -> Bool) throws {
     let limit = through ?? positions.written.value
     guard lsn <= limit else { return }
-    let scanner = LogScanner(walDirectory: layout.walDirectory, fileSystem: fileSystem, maximumBodySize: options.maximumRecordBytes)
+    let scanner = LogScanner(walDirectory: layout.walDirectory, fileSystem: fileSystem)
     try withoutActuallyEscaping(body) { body in
       _ = try scanner.scan(expectedClusterID: clusterID, visitFrom: lsn) { frame, _, _ in
         guard frame.record.lsn <= limit else { return false }

@@ -189,7 +189,7 @@ public final class WriteAheadLog: @unchecked Sendable {
       }
     }
 
-    let scanner = LogScanner(walDirectory: layout.walDirectory, fileSystem: fileSystem, maximumBodySize: options.maximumRecordBytes)
+    let scanner = LogScanner(walDirectory: layout.walDirectory, fileSystem: fileSystem)
     var scan = try scanner.scan(checkpoint: recovery.checkpoint, expectedClusterID: options.clusterID)
     let clusterID: ClusterID
     let writer: SegmentWriter

@@ -82,3 +82,6 @@ struct TemporaryDirectory {
   }
   func remove() { _ = system("rm -rf '\(path)'") }
 }
+
+/// Discards log output, for tests that open thousands of logs.
+let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }

@@ -194,6 +194,10 @@ extension WALFrame {
     let body = UnsafeRawBufferPointer(rebasing: bytes[WALFormat.frameHeaderSize..<bodyEnd])
     let computed = CRC32C.checksum(body)
     guard computed == storedCRC else { return .failure(.checksumMismatch(stored: storedCRC, computed: computed)) }
+    // Padding is not covered by the CRC, so it must be zero: nothing unchecked is ever accepted.
+    for index in bodyEnd..<min(total, bytes.count) where bytes[index] != 0 {
+      return .failure(.malformedBody("non-zero padding byte at frame offset \(index)"))
+    }
     do {
       let (record, previousCRC, synced) = try decodeBody(body)
       return .success(

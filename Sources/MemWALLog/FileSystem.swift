@@ -47,6 +47,20 @@ extension StorageFile {
     try bytes.withUnsafeBytes { try write($0, at: offset) }
   }
 
+  /// Writes zeros over `range` in 1 MiB writes. Unlike `preallocate` alone (which leaves
+  /// "unwritten" extents whose conversion costs a metadata write on every later `fdatasync`), the
+  /// blocks are then really written, so later overwrites sync only their data — PostgreSQL zero-fills
+  /// new WAL segments for the same reason.
+  public func writeZeros(from start: Int64, to end: Int64) throws {
+    let chunk = [UInt8](repeating: 0, count: 1 << 20)
+    var offset = start
+    while offset < end {
+      let count = Int(min(Int64(chunk.count), end - offset))
+      try chunk.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<count]), at: offset) }
+      offset += Int64(count)
+    }
+  }
+
   /// Reads the whole file.
   public func readAll() throws -> [UInt8] {
     try read(at: 0, count: Int(try size()))

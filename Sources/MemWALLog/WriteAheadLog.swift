@@ -20,9 +20,12 @@ public final class WriteAheadLog: @unchecked Sendable {
     public var maximumBatchBytes: Int = 4 << 20
     /// Most bytes waiting in the queue; further appends wait for room (back-pressure).
     public var maximumQueuedBytes: Int = 64 << 20
-    /// How long the flusher may wait for more writers before taking a batch (0: never wait;
-    /// batches then form while the previous fsync runs).
-    public var batchDelayMicroseconds: Int = 0
+    /// Group-commit window. When fewer writers are queued than the flusher expects back (those
+    /// its last batch acknowledged, plus those already waiting), it waits up to this long for them
+    /// before writing, so that concurrent writers share one fsync instead of splitting into
+    /// alternating half batches. It never waits when the queue holds all it expects (a lone
+    /// writer is never delayed), nor past a full batch. 0 turns the wait off.
+    public var groupCommitWindowMicroseconds: Int = 200
     /// The cluster a new log belongs to; an existing log must match it. `nil`: a new log gets a
     /// random one, an existing log keeps its own.
     public var clusterID: ClusterID?
@@ -43,8 +46,8 @@ public final class WriteAheadLog: @unchecked Sendable {
       guard maximumRecordBytes >= WALFormat.recordBodyHeaderSize, maximumRecordBytes <= min(largestFitting, WALFormat.maximumRecordBodySize) else {
         throw WALError.invalidInput(.invalid(field: "maximum_record_bytes", reason: "\(maximumRecordBytes) must fit in a segment of \(segmentBytes) bytes"))
       }
-      guard maximumBatchBytes > 0, maximumQueuedBytes >= maximumBatchBytes, batchDelayMicroseconds >= 0, batchDelayMicroseconds <= 1_000_000 else {
-        throw WALError.invalidInput(.invalid(field: "batch limits", reason: "need 0 < batch bytes ≤ queued bytes and a delay of at most 1 s"))
+      guard maximumBatchBytes > 0, maximumQueuedBytes >= maximumBatchBytes, groupCommitWindowMicroseconds >= 0, groupCommitWindowMicroseconds <= 100_000 else {
+        throw WALError.invalidInput(.invalid(field: "batch limits", reason: "need 0 < batch bytes ≤ queued bytes and a group-commit window of at most 100 ms"))
       }
     }
   }
@@ -80,6 +83,8 @@ public final class WriteAheadLog: @unchecked Sendable {
 
   /// How far the log has been written and fsynced.
   public let positions: LogPositions
+  /// Records, batches, syncs and their time.
+  public let statistics = LogStatistics()
 
   // Guarded by `lock`.
   let lock = ConditionLock()
@@ -88,6 +93,9 @@ public final class WriteAheadLog: @unchecked Sendable {
   private var queuedBytes = 0
   private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
   private var isClosing = false
+  /// While the flusher gathers a batch: how many queued entries it waits for (0 when not gathering).
+  private var gatherTarget = 0
+  private var isFlusherWaiting = false
   private var hasStopped = false
   private var stopWaiters: [CheckedContinuation<Void, Never>] = []
   private var failure: WALError?
@@ -221,11 +229,15 @@ public final class WriteAheadLog: @unchecked Sendable {
         logger.warning(
           "truncating the torn tail of the write-ahead log",
           metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)", "lsn": "\(torn.lastGoodLSN)", "problem": "\(torn.problem)"])
-        try file.truncate(to: torn.offset)
+        // Zeros over the torn bytes, so the next scan finds a clean end there.
+        try file.writeZeros(from: torn.offset, to: last.fileSize)
         recovery.truncatedTail = torn
       }
-      // Preallocate again (a truncated or short file) and make everything recovered durable.
-      try file.preallocate(size: max(Int64(options.segmentBytes), last.fileSize))
+      if last.fileSize < Int64(options.segmentBytes) {
+        try file.preallocate(size: Int64(options.segmentBytes))
+        try file.writeZeros(from: last.fileSize, to: Int64(options.segmentBytes))
+      }
+      // Everything recovered is made durable before new records are appended after it.
       try file.sync()
       writer = SegmentWriter(file: file, name: last.name, offset: Int(last.endOffset))
     }
@@ -254,8 +266,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     let temporary = path + LogFileNames.temporarySuffix
     let file = try fileSystem.openFile(temporary, mode: .createNew)
     do {
-      try file.write(header.encoded(), at: 0)
       try file.preallocate(size: Int64(segmentBytes))
+      try file.writeZeros(from: Int64(SegmentHeader.size), to: Int64(segmentBytes))
+      try file.write(header.encoded(), at: 0)
       try file.sync()
       try fileSystem.rename(temporary, to: path)
       try fileSystem.syncDirectory(layout.walDirectory)
@@ -343,7 +356,10 @@ public final class WriteAheadLog: @unchecked Sendable {
             recordType: recordType, payload: payload, newEpoch: newEpoch, durability: durability, frameBytes: frameBytes,
             continuation: continuation))
         queuedBytes += frameBytes
-        lock.signal()
+        let queued = queue.count - queueHead
+        if isFlusherWaiting && (gatherTarget == 0 || queued >= gatherTarget || queuedBytes >= options.maximumBatchBytes) {
+          lock.signal()
+        }
         return nil
       }
       if let rejection { continuation.resume(throwing: rejection) }
@@ -362,9 +378,11 @@ public final class WriteAheadLog: @unchecked Sendable {
 
   private func runFlusher() {
     var batch: [PendingAppend] = []
+    var returning = 0
     while true {
       var spaceToResume: [CheckedContinuation<Void, Never>] = []
       lock.lock()
+      isFlusherWaiting = true
       while queueHead == queue.count && !isClosing { lock.wait() }
       if queueHead == queue.count {
         hasStopped = true
@@ -374,9 +392,10 @@ public final class WriteAheadLog: @unchecked Sendable {
         for waiter in waiters { waiter.resume() }
         return
       }
-      if options.batchDelayMicroseconds > 0 && queuedBytes < options.maximumBatchBytes && !isClosing {
-        lock.wait(microseconds: options.batchDelayMicroseconds)
-      }
+      let gatherStart = monotonicNanoseconds()
+      gather(expecting: returning)
+      statistics.gatherNanoseconds.add(Int(monotonicNanoseconds() - gatherStart), ordering: .relaxed)
+      isFlusherWaiting = false
       var bytes = 0
       while queueHead < queue.count && (batch.isEmpty || bytes + queue[queueHead].frameBytes <= options.maximumBatchBytes) {
         bytes += queue[queueHead].frameBytes
@@ -394,8 +413,27 @@ public final class WriteAheadLog: @unchecked Sendable {
       swap(&spaceToResume, &spaceWaiters)
       lock.unlock()
       for waiter in spaceToResume { waiter.resume() }
+      statistics.batches.add(1, ordering: .relaxed)
+      statistics.records.add(batch.count, ordering: .relaxed)
       process(batch)
+      returning = batch.count
       batch.removeAll(keepingCapacity: true)
+    }
+  }
+
+  /// The group-commit window (lock held): waits, bounded, for the writers the last batch
+  /// acknowledged to queue their next records.
+  private func gather(expecting returning: Int) {
+    let window = options.groupCommitWindowMicroseconds
+    let target = returning + (queue.count - queueHead)
+    guard window > 0, returning > 1, queue.count - queueHead < target, !isClosing else { return }
+    gatherTarget = target
+    defer { gatherTarget = 0 }
+    let deadline = monotonicNanoseconds() + UInt64(window) * 1000
+    while queue.count - queueHead < target && queuedBytes < options.maximumBatchBytes && !isClosing {
+      let now = monotonicNanoseconds()
+      guard now < deadline else { return }
+      lock.wait(microseconds: max(1, Int((deadline - now) / 1000)))
     }
   }
 
@@ -445,7 +483,7 @@ public final class WriteAheadLog: @unchecked Sendable {
       }
       try writeBuffer(at: bufferStart)
       if needsSync {
-        try writer.file.sync()
+        try syncSegment()
         syncedThrough = LSN(nextLSN.rawValue - 1)
         positions.flushed.advance(to: syncedThrough)
       }
@@ -466,6 +504,8 @@ public final class WriteAheadLog: @unchecked Sendable {
         currentEpochShared = epoch
       }
     }
+    let acknowledgeStart = monotonicNanoseconds()
+    defer { statistics.acknowledgeNanoseconds.add(Int(monotonicNanoseconds() - acknowledgeStart), ordering: .relaxed) }
     for (continuation, outcome) in outcomes {
       switch outcome {
       case .success(var result):
@@ -481,9 +521,18 @@ public final class WriteAheadLog: @unchecked Sendable {
     AppendResult(lsn: .zero, epoch: .zero, transactionID: .none, timestampMicros: 0, durability: .memory)
   }
 
+  private func syncSegment() throws {
+    let start = monotonicNanoseconds()
+    try writer.file.sync()
+    statistics.recordSync(nanoseconds: Int(monotonicNanoseconds() - start))
+  }
+
   private func writeBuffer(at offset: Int) throws {
     guard !batchBuffer.isEmpty else { return }
+    let start = monotonicNanoseconds()
     try batchBuffer.withUnsafeBytes { try writer.file.write($0, at: Int64(offset)) }
+    statistics.writeNanoseconds.add(Int(monotonicNanoseconds() - start), ordering: .relaxed)
+    statistics.bytesWritten.add(batchBuffer.count, ordering: .relaxed)
     writer.offset = offset + batchBuffer.count
     batchBuffer.removeAll(keepingCapacity: true)
     let last = LSN(nextLSN.rawValue - 1)
@@ -500,7 +549,7 @@ public final class WriteAheadLog: @unchecked Sendable {
   private func rollSegment() throws {
     let last = LSN(nextLSN.rawValue - 1)
     if syncedThrough < last {
-      try writer.file.sync()
+      try syncSegment()
       syncedThrough = last
       positions.flushed.advance(to: last)
     }
@@ -508,6 +557,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     let next = try Self.createSegment(header, layout: layout, segmentBytes: options.segmentBytes, fileSystem: fileSystem)
     writer.file.close()
     writer = next
+    statistics.segmentsCreated.add(1, ordering: .relaxed)
     lock.withLock {
       segments.append(
         SegmentSummary(

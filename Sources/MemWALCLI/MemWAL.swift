@@ -1,0 +1,26 @@
+import ArgumentParser
+
+@main
+struct MemWAL: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "memwal",
+    abstract: "MemWAL: a write-ahead-logged, replicated memory store for AI-agent fleets.",
+    subcommands: [WAL.self, Bench.self]
+  )
+}
+
+struct WAL: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "wal",
+    abstract: "Inspect, check and repair a write-ahead log (see docs/wal-format.md).",
+    subcommands: [WALDump.self, WALVerify.self, WALRepair.self]
+  )
+}
+
+struct Bench: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bench",
+    abstract: "Benchmarks whose figures back docs/benchmarks.md.",
+    subcommands: [WALBench.self]
+  )
+}

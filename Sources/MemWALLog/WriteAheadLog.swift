@@ -1,5 +1,6 @@
 import Logging
 import MemWALCore
+import Synchronization
 
 /// The write-ahead log: segments, group commit, checkpoints, retention and recovery (DESIGN §3).
 ///
@@ -25,12 +26,15 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// before writing, so that concurrent writers share one fsync instead of splitting into
     /// alternating half batches. It never waits when the queue holds all it expects (a lone
     /// writer is never delayed), nor past a full batch. 0 turns the wait off.
-    public var groupCommitWindowMicroseconds: Int = 200
+    public var groupCommitWindowMicroseconds: Int = 0
     /// The cluster a new log belongs to; an existing log must match it. `nil`: a new log gets a
     /// random one, an existing log keeps its own.
     public var clusterID: ClusterID?
     /// The epoch of a brand-new log.
     public var initialEpoch: Epoch = Epoch(1)
+    /// Keep a zero-filled spare segment ready on a background thread, so rolling to a new segment
+    /// does not stall writers while 64 MiB are zero-filled.
+    public var prepareSegmentsInBackground = true
     /// Move retired segments to `archive/` instead of deleting them.
     public var archiveRetiredSegments = false
     public var clock: any WALClock = SystemClock()
@@ -85,6 +89,11 @@ public final class WriteAheadLog: @unchecked Sendable {
   public let positions: LogPositions
   /// Records, batches, syncs and their time.
   public let statistics = LogStatistics()
+  private let acknowledger = Acknowledger()
+  private let preparer: SegmentPreparer?
+  /// Appends queued so far (for the flusher's lock-free poll), and taken by the flusher so far.
+  private let enqueued = Atomic<Int>(0)
+  private var taken = 0
 
   // Guarded by `lock`.
   let lock = ConditionLock()
@@ -130,6 +139,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     var file: StorageFile
     var name: String
     var offset: Int
+    var hasRequestedSpare = false
   }
 
   private init(
@@ -152,6 +162,10 @@ public final class WriteAheadLog: @unchecked Sendable {
     self.epochHistoryShared = scan.epochHistory
     self.currentEpochShared = scan.epoch
     self.keptCheckpoints = keptCheckpoints
+    self.preparer =
+      options.prepareSegmentsInBackground
+      ? SegmentPreparer(walDirectory: layout.walDirectory, segmentBytes: options.segmentBytes, fileSystem: fileSystem, logger: logger)
+      : nil
     self.positions = LogPositions(written: scan.lastLSN, flushed: scan.lastLSN)
   }
 
@@ -258,16 +272,25 @@ public final class WriteAheadLog: @unchecked Sendable {
 
   /// Creates a segment the crash-safe way: write the header and preallocate under a temporary
   /// name, fsync, rename into place, fsync the directory.
-  static func createSegment(_ header: SegmentHeader, layout: LogLayout, segmentBytes: Int, fileSystem: FileSystem) throws
-    -> SegmentWriter
-  {
+  static func createSegment(
+    _ header: SegmentHeader, layout: LogLayout, segmentBytes: Int, fileSystem: FileSystem,
+    spare: (file: StorageFile, path: String)? = nil
+  ) throws -> SegmentWriter {
     let name = LogFileNames.segment(firstLSN: header.firstLSN)
     let path = joinPath(layout.walDirectory, name)
-    let temporary = path + LogFileNames.temporarySuffix
-    let file = try fileSystem.openFile(temporary, mode: .createNew)
+    let file: StorageFile
+    let temporary: String
+    if let spare {
+      (file, temporary) = spare
+    } else {
+      temporary = path + LogFileNames.temporarySuffix
+      file = try fileSystem.openFile(temporary, mode: .createNew)
+    }
     do {
-      try file.preallocate(size: Int64(segmentBytes))
-      try file.writeZeros(from: Int64(SegmentHeader.size), to: Int64(segmentBytes))
+      if spare == nil {
+        try file.preallocate(size: Int64(segmentBytes))
+        try file.writeZeros(from: Int64(SegmentHeader.size), to: Int64(segmentBytes))
+      }
       try file.write(header.encoded(), at: 0)
       try file.sync()
       try fileSystem.rename(temporary, to: path)
@@ -356,6 +379,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             recordType: recordType, payload: payload, newEpoch: newEpoch, durability: durability, frameBytes: frameBytes,
             continuation: continuation))
         queuedBytes += frameBytes
+        enqueued.add(1, ordering: .releasing)
         let queued = queue.count - queueHead
         if isFlusherWaiting && (gatherTarget == 0 || queued >= gatherTarget || queuedBytes >= options.maximumBatchBytes) {
           lock.signal()
@@ -381,6 +405,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     var returning = 0
     while true {
       var spaceToResume: [CheckedContinuation<Void, Never>] = []
+      spinForWork()
       lock.lock()
       isFlusherWaiting = true
       while queueHead == queue.count && !isClosing { lock.wait() }
@@ -401,6 +426,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         bytes += queue[queueHead].frameBytes
         batch.append(queue[queueHead])
         queueHead += 1
+        taken += 1
       }
       if queueHead == queue.count {
         queue.removeAll(keepingCapacity: true)
@@ -420,6 +446,18 @@ public final class WriteAheadLog: @unchecked Sendable {
       batch.removeAll(keepingCapacity: true)
     }
   }
+
+  /// Before sleeping on the condition variable, polls briefly for the next append: a writer that
+  /// was just answered usually appends again within microseconds, and catching it without a
+  /// sleep and wake-up takes a thread switch off every acknowledgement.
+  private func spinForWork() {
+    let seen = enqueued.load(ordering: .acquiring)
+    guard seen == taken else { return }
+    let deadline = monotonicNanoseconds() + Self.spinNanoseconds
+    while enqueued.load(ordering: .acquiring) == seen && monotonicNanoseconds() < deadline {}
+  }
+
+  static let spinNanoseconds: UInt64 = 40_000
 
   /// The group-commit window (lock held): waits, bounded, for the writers the last batch
   /// acknowledged to queue their next records.
@@ -506,16 +544,22 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
     let acknowledgeStart = monotonicNanoseconds()
     defer { statistics.acknowledgeNanoseconds.add(Int(monotonicNanoseconds() - acknowledgeStart), ordering: .relaxed) }
-    for (continuation, outcome) in outcomes {
-      switch outcome {
-      case .success(var result):
-        result.durability = result.lsn <= syncedThrough ? .local : .memory
-        continuation.resume(returning: result)
-      case .failure(let error):
-        continuation.resume(throwing: error)
+    let level: Durability = needsSync ? .local : .memory
+    for index in outcomes.indices {
+      if case .success(var result) = outcomes[index].1 {
+        result.durability = result.lsn <= syncedThrough ? .local : level
+        outcomes[index].1 = .success(result)
       }
     }
+    if outcomes.count > Self.inlineAcknowledgements {
+      acknowledger.submit(outcomes)
+    } else {
+      Acknowledger.resume(outcomes)
+    }
   }
+
+  /// Batches up to this size are answered by the flusher itself.
+  static let inlineAcknowledgements = 4
 
   private var placeholder: AppendResult {
     AppendResult(lsn: .zero, epoch: .zero, transactionID: .none, timestampMicros: 0, durability: .memory)
@@ -534,6 +578,10 @@ public final class WriteAheadLog: @unchecked Sendable {
     statistics.writeNanoseconds.add(Int(monotonicNanoseconds() - start), ordering: .relaxed)
     statistics.bytesWritten.add(batchBuffer.count, ordering: .relaxed)
     writer.offset = offset + batchBuffer.count
+    if writer.offset > options.segmentBytes / 2 && !writer.hasRequestedSpare {
+      writer.hasRequestedSpare = true
+      preparer?.request()
+    }
     batchBuffer.removeAll(keepingCapacity: true)
     let last = LSN(nextLSN.rawValue - 1)
     positions.written.advance(to: last)
@@ -554,7 +602,8 @@ public final class WriteAheadLog: @unchecked Sendable {
       positions.flushed.advance(to: last)
     }
     let header = SegmentHeader(clusterID: clusterID, firstLSN: nextLSN, epoch: epoch, chainSeedCRC: lastCRC)
-    let next = try Self.createSegment(header, layout: layout, segmentBytes: options.segmentBytes, fileSystem: fileSystem)
+    let next = try Self.createSegment(
+      header, layout: layout, segmentBytes: options.segmentBytes, fileSystem: fileSystem, spare: preparer?.takeSpare())
     writer.file.close()
     writer = next
     statistics.segmentsCreated.add(1, ordering: .relaxed)
@@ -607,6 +656,8 @@ public final class WriteAheadLog: @unchecked Sendable {
       return spaceWaiters
     }
     for waiter in space { waiter.resume() }
+    await acknowledger.stop()
+    await preparer?.stop()
     writer.file.close()
   }
 }

@@ -89,7 +89,7 @@ struct WALBench: AsyncParsableCommand {
     // Prepared as the log prepares its segments (preallocated, zero-filled, synced), so that the
     // comparison isolates what the log's code adds.
     try file.preallocate(size: Int64(capacity))
-    try file.writeZeros(from: 0, to: Int64(capacity))
+    if getenv("MEMWAL_BENCH_NOZERO") == nil { try file.writeZeros(from: 0, to: Int64(capacity)) }
     try file.sync()
     let record = [UInt8](repeating: 0xAB, count: recordBytes)
     var latencies: [Double] = []
@@ -123,7 +123,10 @@ struct WALBench: AsyncParsableCommand {
     if fileSystem.fileExists(phaseDirectory) { _ = system("rm -rf '\(phaseDirectory)'") }
     defer { if !keep { _ = system("rm -rf '\(phaseDirectory)'") } }
     let quiet = Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() }
-    let (log, _) = try WriteAheadLog.open(directory: phaseDirectory, options: WriteAheadLog.Options(), fileSystem: fileSystem, logger: quiet)
+    var options = WriteAheadLog.Options()
+    if getenv("MEMWAL_BENCH_NOZERO") != nil { options.zeroFillSegments = false }
+    if let window = getenv("MEMWAL_BENCH_WINDOW").flatMap({ Int(String(cString: $0)) }) { options.groupCommitWindowMicroseconds = window }
+    let (log, _) = try WriteAheadLog.open(directory: phaseDirectory, options: options, fileSystem: fileSystem, logger: quiet)
     // The after-image is sized so that the whole frame is `recordBytes` on disk.
     let overhead = WALFormat.aligned(WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize + 2 + 5 + 2 + 4 + 4 + 2 + 12 + 4 + 4)
     let image = [UInt8](repeating: 0xCD, count: max(0, recordBytes - overhead))

@@ -11,6 +11,7 @@ final class SegmentPreparer: @unchecked Sendable {
   private let segmentBytes: Int
   private let fileSystem: FileSystem
   private let logger: Logger
+  private let zeroFill: Bool
   // Guarded by `lock`.
   private var spare: (file: StorageFile, path: String)?
   private var isWanted = false
@@ -19,7 +20,8 @@ final class SegmentPreparer: @unchecked Sendable {
   private var counter = 0
   private var stopWaiters: [CheckedContinuation<Void, Never>] = []
 
-  init(walDirectory: String, segmentBytes: Int, fileSystem: FileSystem, logger: Logger) {
+  init(walDirectory: String, segmentBytes: Int, zeroFill: Bool, fileSystem: FileSystem, logger: Logger) {
+    self.zeroFill = zeroFill
     self.walDirectory = walDirectory
     self.segmentBytes = segmentBytes
     self.fileSystem = fileSystem
@@ -71,7 +73,7 @@ final class SegmentPreparer: @unchecked Sendable {
         let file = try fileSystem.openFile(path, mode: .createNew)
         do {
           try file.preallocate(size: Int64(segmentBytes))
-          try file.writeZeros(from: 0, to: Int64(segmentBytes))
+          if zeroFill { try file.writeZeros(from: 0, to: Int64(segmentBytes)) }
           try file.sync()
         } catch {
           file.close()

@@ -47,7 +47,7 @@ let package = Package(
     ),
     .testTarget(
       name: "MemWALCLITests",
-      dependencies: ["MemWALCore", "MemWALLog"],
+      dependencies: ["MemWALCore", "MemWALLog", "MemWALCLI"],
       swiftSettings: strict
     ),
   ],

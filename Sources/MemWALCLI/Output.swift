@@ -32,7 +32,8 @@ func formatTimestamp(_ micros: Int64) -> String {
   let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
   let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
   func pad(_ value: Int64, _ width: Int) -> String { String(value).leftPadded(to: width) }
-  return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):"
+  return
+    "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):"
     + "\(pad(secondOfDay % 60, 2)).\(pad(fraction, 6))Z"
 }
 

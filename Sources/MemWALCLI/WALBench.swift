@@ -54,7 +54,9 @@ struct WALBench: AsyncParsableCommand {
   }
 
   func validate() throws {
-    guard recordBytes >= 128, recordBytes <= 1 << 20 else { throw ValidationError("--record-bytes must be within 128...1048576") }
+    guard recordBytes >= 128, recordBytes <= 1 << 20 else {
+      throw ValidationError("--record-bytes must be within 128...1048576")
+    }
     guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be within (0, 3600]") }
     guard let counts = writerCounts, !counts.isEmpty, counts.allSatisfy({ $0 >= 1 && $0 <= 4096 }) else {
       throw ValidationError("--writers must be a comma-separated list of counts within 1...4096")
@@ -125,10 +127,14 @@ struct WALBench: AsyncParsableCommand {
     let quiet = Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() }
     var options = WriteAheadLog.Options()
     if getenv("MEMWAL_BENCH_NOZERO") != nil { options.zeroFillSegments = false }
-    if let window = getenv("MEMWAL_BENCH_WINDOW").flatMap({ Int(String(cString: $0)) }) { options.groupCommitWindowMicroseconds = window }
-    let (log, _) = try WriteAheadLog.open(directory: phaseDirectory, options: options, fileSystem: fileSystem, logger: quiet)
+    if let window = getenv("MEMWAL_BENCH_WINDOW").flatMap({ Int(String(cString: $0)) }) {
+      options.groupCommitWindowMicroseconds = window
+    }
+    let (log, _) = try WriteAheadLog.open(
+      directory: phaseDirectory, options: options, fileSystem: fileSystem, logger: quiet)
     // The after-image is sized so that the whole frame is `recordBytes` on disk.
-    let overhead = WALFormat.aligned(WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize + 2 + 5 + 2 + 4 + 4 + 2 + 12 + 4 + 4)
+    let overhead = WALFormat.aligned(
+      WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize + 2 + 5 + 2 + 4 + 4 + 2 + 12 + 4 + 4)
     let image = [UInt8](repeating: 0xCD, count: max(0, recordBytes - overhead))
     let collector = Collector()
     let start = monotonicNanoseconds()
@@ -142,7 +148,8 @@ struct WALBench: AsyncParsableCommand {
           while monotonicNanoseconds() < deadline {
             let id = "w\(writer)-\(index)".leftPadded(to: 12, with: "-")
             let transaction = WALTransaction(
-              namespace: "bench", operations: [WALOperation(kind: .insert, target: .memory, id: id, after: image)])
+              namespace: "bench",
+              operations: [WALOperation(kind: .insert, target: .memory, id: id, after: image)])
             let begin = monotonicNanoseconds()
             let result = try await log.append(transaction, durability: .local)
             mine.append(Double(monotonicNanoseconds() - begin) / 1000)
@@ -169,7 +176,8 @@ struct WALBench: AsyncParsableCommand {
     return Phase(
       name: "log", writers: count, appends: collector.appends.load(ordering: .relaxed), seconds: elapsed,
       latenciesMicros: latencies, syncs: statistics.syncs, recordsPerBatch: statistics.recordsPerBatch,
-      syncMicrosMean: statistics.syncs == 0 ? .nan : Double(statistics.syncNanoseconds) / Double(statistics.syncs) / 1000)
+      syncMicrosMean: statistics.syncs == 0
+        ? .nan : Double(statistics.syncNanoseconds) / Double(statistics.syncs) / 1000)
   }
 
   func report(_ phases: [Phase]) {
@@ -179,27 +187,38 @@ struct WALBench: AsyncParsableCommand {
     if json {
       let rows = phases.map { phase in
         var fields = [
-          "\"name\":\(jsonString(phase.name))", "\"writers\":\(phase.writers)", "\"appends\":\(phase.appends)",
-          "\"seconds\":\(jsonNumber(phase.seconds))", "\"appends_per_second\":\(jsonNumber(phase.appendsPerSecond))",
+          "\"name\":\(jsonString(phase.name))", "\"writers\":\(phase.writers)",
+          "\"appends\":\(phase.appends)",
+          "\"seconds\":\(jsonNumber(phase.seconds))",
+          "\"appends_per_second\":\(jsonNumber(phase.appendsPerSecond))",
           "\"mb_per_second\":\(jsonNumber(phase.appendsPerSecond * Double(recordBytes) / megabyte))",
-          "\"p50_ack_micros\":\(jsonNumber(phase.percentile(0.5)))", "\"p99_ack_micros\":\(jsonNumber(phase.percentile(0.99)))",
+          "\"p50_ack_micros\":\(jsonNumber(phase.percentile(0.5)))",
+          "\"p99_ack_micros\":\(jsonNumber(phase.percentile(0.99)))",
           "\"fsyncs\":\(phase.syncs)", "\"records_per_batch\":\(jsonNumber(phase.recordsPerBatch))",
           "\"mean_fsync_micros\":\(jsonNumber(phase.syncMicrosMean))",
         ]
         if let baseline {
-          fields.append("\"throughput_vs_baseline\":\(jsonNumber(phase.appendsPerSecond / baseline.appendsPerSecond))")
+          fields.append(
+            "\"throughput_vs_baseline\":\(jsonNumber(phase.appendsPerSecond / baseline.appendsPerSecond))")
           fields.append("\"p50_vs_baseline\":\(jsonNumber(phase.percentile(0.5) / baseline.percentile(0.5)))")
         }
-        if let single { fields.append("\"throughput_vs_single_writer_log\":\(jsonNumber(phase.appendsPerSecond / single.appendsPerSecond))") }
+        if let single {
+          fields.append(
+            "\"throughput_vs_single_writer_log\":\(jsonNumber(phase.appendsPerSecond / single.appendsPerSecond))"
+          )
+        }
         return "{" + fields.joined(separator: ",") + "}"
       }
       emit(
         "{\"benchmark\":\"wal\",\"record_bytes\":\(recordBytes),\"seconds_per_phase\":\(jsonNumber(seconds)),"
-          + "\"crc32c_hardware\":\(CRC32C.isHardwareAccelerated),\"phases\":[\(rows.joined(separator: ","))]}")
+          + "\"crc32c_hardware\":\(CRC32C.isHardwareAccelerated),\"phases\":[\(rows.joined(separator: ","))]}"
+      )
       return
     }
     emit("memwal bench wal: \(recordBytes)-byte records, \(format3(seconds)) s per phase, dir \(dir)")
-    emit("phase                  writers    appends/s     MB/s   p50 µs   p99 µs  ×baseline  p50/baseline  ×1-writer  rec/batch  fsync µs")
+    emit(
+      "phase                  writers    appends/s     MB/s   p50 µs   p99 µs  ×baseline  p50/baseline  ×1-writer  rec/batch  fsync µs"
+    )
     for phase in phases {
       let ratio = baseline.map { format3(phase.appendsPerSecond / $0.appendsPerSecond) } ?? "-"
       let latencyRatio = baseline.map { format3(phase.percentile(0.5) / $0.percentile(0.5)) } ?? "-"
@@ -210,15 +229,19 @@ struct WALBench: AsyncParsableCommand {
           + format3(phase.appendsPerSecond * Double(recordBytes) / megabyte).leftPadded(to: 9, with: " ")
           + format3(phase.percentile(0.5).rounded()).leftPadded(to: 9, with: " ")
           + format3(phase.percentile(0.99).rounded()).leftPadded(to: 9, with: " ")
-          + ratio.leftPadded(to: 11, with: " ") + latencyRatio.leftPadded(to: 14, with: " ") + scaling.leftPadded(to: 11, with: " ")
+          + ratio.leftPadded(to: 11, with: " ") + latencyRatio.leftPadded(to: 14, with: " ")
+          + scaling.leftPadded(to: 11, with: " ")
           + format3((phase.recordsPerBatch * 10).rounded() / 10).leftPadded(to: 11, with: " ")
-          + (phase.syncMicrosMean.isNaN ? "-" : format3(phase.syncMicrosMean.rounded())).leftPadded(to: 10, with: " "))
+          + (phase.syncMicrosMean.isNaN ? "-" : format3(phase.syncMicrosMean.rounded())).leftPadded(
+            to: 10, with: " "))
     }
   }
 }
 
 extension String {
-  func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+  func padding(_ width: Int) -> String {
+    count >= width ? self : self + String(repeating: " ", count: width - count)
+  }
 }
 
 enum ProcessInfoLite {

@@ -38,14 +38,16 @@ struct WALDump: ParsableCommand {
   }
 
   static func line(_ record: WALRecord) -> String {
-    let head = "lsn=\(record.lsn) epoch=\(record.epoch) txn=\(record.transactionID) time=\(formatTimestamp(record.timestampMicros))"
+    let head =
+      "lsn=\(record.lsn) epoch=\(record.epoch) txn=\(record.transactionID) time=\(formatTimestamp(record.timestampMicros))"
     switch record.payload {
     case .transaction(let transaction):
       let operations = transaction.operations.map { operation in
         "\(operation.kind) \(operation.target) \(operation.id) (before \(size(operation.before)), after \(size(operation.after)))"
       }
       let key = transaction.idempotencyKey.map { " idempotency_key=\($0)" } ?? ""
-      return head + " namespace=\(transaction.namespace)\(key) ops=\(operations.count): " + operations.joined(separator: "; ")
+      return head + " namespace=\(transaction.namespace)\(key) ops=\(operations.count): "
+        + operations.joined(separator: "; ")
     case .epochChange(let change):
       return head + " epoch-change from=\(change.previousEpoch) leader=\(change.leader)"
     }
@@ -54,7 +56,8 @@ struct WALDump: ParsableCommand {
   static func json(_ record: WALRecord) -> String {
     var fields = [
       "\"lsn\":\(record.lsn)", "\"epoch\":\(record.epoch)", "\"txn\":\(record.transactionID)",
-      "\"time_micros\":\(record.timestampMicros)", "\"time\":\(jsonString(formatTimestamp(record.timestampMicros)))",
+      "\"time_micros\":\(record.timestampMicros)",
+      "\"time\":\(jsonString(formatTimestamp(record.timestampMicros)))",
     ]
     switch record.payload {
     case .transaction(let transaction):
@@ -113,7 +116,8 @@ struct WALVerify: ParsableCommand {
       return
     }
     warn("problem: \(problem)")
-    throw ExitCode(inspection.corruption == nil && inspection.checkpoints.allSatisfy { $0.problem == nil } ? 1 : 2)
+    throw ExitCode(
+      inspection.corruption == nil && inspection.checkpoints.allSatisfy { $0.problem == nil } ? 1 : 2)
   }
 }
 
@@ -135,7 +139,8 @@ struct WALRepair: ParsableCommand {
 
   func run() throws {
     do {
-      let report = try LogInspector.repair(directory, force: force, logger: Logger(label: "memwal.repair") { _ in SwiftLogNoOpLogHandler() })
+      let report = try LogInspector.repair(
+        directory, force: force, logger: Logger(label: "memwal.repair") { _ in SwiftLogNoOpLogHandler() })
       if report.actions.isEmpty {
         emit("nothing to repair: the log is valid")
       } else {

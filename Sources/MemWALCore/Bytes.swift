@@ -66,7 +66,9 @@ public struct ByteReader {
     let size = MemoryLayout<T>.size
     try require(size)
     var value: T = 0
-    withUnsafeMutableBytes(of: &value) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + size])) }
+    withUnsafeMutableBytes(of: &value) {
+      $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + size]))
+    }
     offset += size
     return T(littleEndian: value)
   }

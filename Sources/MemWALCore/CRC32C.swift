@@ -28,4 +28,3 @@ public enum CRC32C {
     }
   }
 }
-

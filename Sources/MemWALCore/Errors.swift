@@ -6,7 +6,8 @@ public enum WALInputError: Error, Equatable, Sendable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .invalid(let field, let reason): return "invalid \(field): \(reason)"
-    case .recordTooLarge(let bytes, let limit): return "record of \(bytes) bytes exceeds the limit of \(limit) bytes"
+    case .recordTooLarge(let bytes, let limit):
+      return "record of \(bytes) bytes exceeds the limit of \(limit) bytes"
     }
   }
 }

@@ -100,10 +100,18 @@ extension WALFrame {
     switch payload {
     case .transaction(let transaction):
       try checkName(transaction.namespace, field: "namespace", allowEmpty: false)
-      if let key = transaction.idempotencyKey { try checkName(key, field: "idempotency_key", allowEmpty: false) }
-      guard !transaction.operations.isEmpty else { throw .invalid(field: "operations", reason: "a transaction needs at least one operation") }
+      if let key = transaction.idempotencyKey {
+        try checkName(key, field: "idempotency_key", allowEmpty: false)
+      }
+      guard !transaction.operations.isEmpty else {
+        throw .invalid(field: "operations", reason: "a transaction needs at least one operation")
+      }
       guard transaction.operations.count <= WALFormat.maximumOperationsPerTransaction else {
-        throw .invalid(field: "operations", reason: "\(transaction.operations.count) operations; the limit is \(WALFormat.maximumOperationsPerTransaction)")
+        throw .invalid(
+          field: "operations",
+          reason:
+            "\(transaction.operations.count) operations; the limit is \(WALFormat.maximumOperationsPerTransaction)"
+        )
       }
       for operation in transaction.operations {
         try checkName(operation.id, field: "id", allowEmpty: false)
@@ -135,7 +143,9 @@ extension WALFrame {
       to: &frame, lsn: record.lsn, epoch: record.epoch, transactionID: record.transactionID,
       timestampMicros: record.timestampMicros, recordType: record.payload.recordType,
       encodedPayload: encodedPayload, previousCRC: previousCRC, syncedThroughLSN: syncedThroughLSN)
-    let crc = frame.withUnsafeBytes { raw in raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian }
+    let crc = frame.withUnsafeBytes { raw in
+      raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
+    }
     return (frame, crc)
   }
 
@@ -193,7 +203,9 @@ extension WALFrame {
     guard bodyEnd <= bytes.count else { return .failure(.truncated(needed: total, available: bytes.count)) }
     let body = UnsafeRawBufferPointer(rebasing: bytes[WALFormat.frameHeaderSize..<bodyEnd])
     let computed = CRC32C.checksum(body)
-    guard computed == storedCRC else { return .failure(.checksumMismatch(stored: storedCRC, computed: computed)) }
+    guard computed == storedCRC else {
+      return .failure(.checksumMismatch(stored: storedCRC, computed: computed))
+    }
     // Padding is not covered by the CRC, so it must be zero: nothing unchecked is ever accepted.
     for index in bodyEnd..<min(total, bytes.count) where bytes[index] != 0 {
       return .failure(.malformedBody("non-zero padding byte at frame offset \(index)"))
@@ -209,7 +221,8 @@ extension WALFrame {
     }
   }
 
-  static func decodeBody(_ body: UnsafeRawBufferPointer) throws(ByteDecodingError) -> (WALRecord, UInt32, LSN) {
+  static func decodeBody(_ body: UnsafeRawBufferPointer) throws(ByteDecodingError) -> (WALRecord, UInt32, LSN)
+  {
     var reader = ByteReader(body)
     let type: UInt8 = try reader.read()
     let flags: UInt8 = try reader.read()
@@ -225,7 +238,8 @@ extension WALFrame {
     let synced = LSN(try reader.read(UInt64.self))
     guard lsn > .zero else { throw .invalidValue(field: "lsn", offset: 8, detail: "LSN 0 is reserved") }
     guard synced < lsn else {
-      throw .invalidValue(field: "synced_through_lsn", offset: 40, detail: "\(synced) is not below the record's LSN \(lsn)")
+      throw .invalidValue(
+        field: "synced_through_lsn", offset: 40, detail: "\(synced) is not below the record's LSN \(lsn)")
     }
     let payload: WALPayload
     switch type {
@@ -235,29 +249,40 @@ extension WALFrame {
       let previous = Epoch(try reader.read(UInt64.self))
       let leader = try readName(&reader, field: "leader")
       guard previous < epoch else {
-        throw .invalidValue(field: "previous_epoch", offset: 48, detail: "\(previous) is not below the new epoch \(epoch)")
+        throw .invalidValue(
+          field: "previous_epoch", offset: 48, detail: "\(previous) is not below the new epoch \(epoch)")
       }
       payload = .epochChange(EpochChange(previousEpoch: previous, leader: leader))
     default:
       throw .invalidValue(field: "record_type", offset: 0, detail: "unknown record type \(type)")
     }
     guard reader.remaining == 0 else {
-      throw .invalidValue(field: "body", offset: reader.offset, detail: "\(reader.remaining) unexpected trailing bytes")
+      throw .invalidValue(
+        field: "body", offset: reader.offset, detail: "\(reader.remaining) unexpected trailing bytes")
     }
-    let record = WALRecord(lsn: lsn, epoch: epoch, transactionID: transactionID, timestampMicros: timestamp, payload: payload)
+    let record = WALRecord(
+      lsn: lsn, epoch: epoch, transactionID: transactionID, timestampMicros: timestamp, payload: payload)
     return (record, previousCRC, synced)
   }
 
-  private static func decodeTransaction(_ reader: inout ByteReader) throws(ByteDecodingError) -> WALTransaction {
+  private static func decodeTransaction(_ reader: inout ByteReader) throws(ByteDecodingError)
+    -> WALTransaction
+  {
     let namespace = try readName(&reader, field: "namespace")
-    guard !namespace.isEmpty else { throw .invalidValue(field: "namespace", offset: reader.offset, detail: "empty") }
+    guard !namespace.isEmpty else {
+      throw .invalidValue(field: "namespace", offset: reader.offset, detail: "empty")
+    }
     let key = try readName(&reader, field: "idempotency_key")
     let countOffset = reader.offset
     let count: UInt32 = try reader.read()
     // Each operation takes at least 15 bytes (kind, target, reserved, a 1-byte id, two absent
     // images), which bounds the count by the bytes left before anything is allocated.
-    guard count > 0, Int(count) <= WALFormat.maximumOperationsPerTransaction, Int(count) * 15 <= reader.remaining else {
-      throw .invalidValue(field: "operation_count", offset: countOffset, detail: "\(count) operations in \(reader.remaining) bytes")
+    guard count > 0, Int(count) <= WALFormat.maximumOperationsPerTransaction,
+      Int(count) * 15 <= reader.remaining
+    else {
+      throw .invalidValue(
+        field: "operation_count", offset: countOffset,
+        detail: "\(count) operations in \(reader.remaining) bytes")
     }
     var operations: [WALOperation] = []
     operations.reserveCapacity(Int(count))
@@ -278,14 +303,17 @@ extension WALFrame {
       let after = try readImage(&reader)
       operations.append(WALOperation(kind: kind, target: target, id: id, before: before, after: after))
     }
-    return WALTransaction(namespace: namespace, operations: operations, idempotencyKey: key.isEmpty ? nil : key)
+    return WALTransaction(
+      namespace: namespace, operations: operations, idempotencyKey: key.isEmpty ? nil : key)
   }
 
-  private static func readName(_ reader: inout ByteReader, field: String) throws(ByteDecodingError) -> String {
+  private static func readName(_ reader: inout ByteReader, field: String) throws(ByteDecodingError) -> String
+  {
     let offset = reader.offset
     let length = Int(try reader.read(UInt16.self))
     guard length <= WALFormat.maximumNameBytes else {
-      throw .invalidValue(field: field, offset: offset, detail: "\(length) bytes exceeds \(WALFormat.maximumNameBytes)")
+      throw .invalidValue(
+        field: field, offset: offset, detail: "\(length) bytes exceeds \(WALFormat.maximumNameBytes)")
     }
     return try reader.readString(length, field: field)
   }

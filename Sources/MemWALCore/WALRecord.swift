@@ -39,7 +39,9 @@ public struct WALOperation: Sendable, Equatable {
   public var before: [UInt8]?
   public var after: [UInt8]?
 
-  public init(kind: OperationKind, target: TargetType, id: String, before: [UInt8]? = nil, after: [UInt8]? = nil) {
+  public init(
+    kind: OperationKind, target: TargetType, id: String, before: [UInt8]? = nil, after: [UInt8]? = nil
+  ) {
     self.kind = kind
     self.target = target
     self.id = id
@@ -97,7 +99,9 @@ public struct WALRecord: Sendable, Equatable {
   public var timestampMicros: Int64
   public var payload: WALPayload
 
-  public init(lsn: LSN, epoch: Epoch, transactionID: TransactionID, timestampMicros: Int64, payload: WALPayload) {
+  public init(
+    lsn: LSN, epoch: Epoch, transactionID: TransactionID, timestampMicros: Int64, payload: WALPayload
+  ) {
     self.lsn = lsn
     self.epoch = epoch
     self.transactionID = transactionID

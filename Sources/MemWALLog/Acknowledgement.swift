@@ -27,7 +27,8 @@ struct Delivery: Sendable {
     while start < acknowledgements.endIndex {
       let end = min(start + groupSize, acknowledgements.endIndex)
       let root = acknowledgements[start]
-      root.continuation.resume(returning: Delivery(result: root.result, others: acknowledgements[(start + 1)..<end]))
+      root.continuation.resume(
+        returning: Delivery(result: root.result, others: acknowledgements[(start + 1)..<end]))
       start = end
     }
   }

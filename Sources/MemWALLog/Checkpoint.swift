@@ -24,7 +24,8 @@ public struct Checkpoint: Sendable, Equatable {
   public var payload: [UInt8]
 
   public init(
-    lsn: LSN, epoch: Epoch, timestampMicros: Int64, lastTransactionID: TransactionID, epochHistory: [EpochStart],
+    lsn: LSN, epoch: Epoch, timestampMicros: Int64, lastTransactionID: TransactionID,
+    epochHistory: [EpochStart],
     payload: [UInt8]
   ) {
     self.lsn = lsn
@@ -91,17 +92,22 @@ public enum CheckpointFormat {
         var reader = ByteReader(raw, offset: 8)
         let version: UInt32 = try reader.read()
         let size: UInt32 = try reader.read()
-        guard version == formatVersion, size == UInt32(headerSize) else { return .failure(.unsupportedVersion(version)) }
+        guard version == formatVersion, size == UInt32(headerSize) else {
+          return .failure(.unsupportedVersion(version))
+        }
         let cluster = ClusterID(high: try reader.read(), low: try reader.read())
         let lsn = LSN(try reader.read(UInt64.self))
         let epoch = Epoch(try reader.read(UInt64.self))
         let bodyLength: UInt64 = try reader.read()
         let bodyCRC: UInt32 = try reader.read()
         guard bodyLength == UInt64(raw.count - headerSize) else {
-          return .failure(.invalidField("body length \(bodyLength) but \(raw.count - headerSize) bytes follow the header"))
+          return .failure(
+            .invalidField("body length \(bodyLength) but \(raw.count - headerSize) bytes follow the header"))
         }
         let body = UnsafeRawBufferPointer(rebasing: raw[headerSize...])
-        guard CRC32C.checksum(body) == bodyCRC else { return .failure(.invalidField("body checksum mismatch")) }
+        guard CRC32C.checksum(body) == bodyCRC else {
+          return .failure(.invalidField("body checksum mismatch"))
+        }
         var bodyReader = ByteReader(body)
         let timestamp: Int64 = try bodyReader.read()
         let lastTransaction = TransactionID(try bodyReader.read(UInt64.self))
@@ -111,15 +117,20 @@ public enum CheckpointFormat {
         }
         var history: [EpochStart] = []
         for _ in 0..<historyCount {
-          history.append(EpochStart(epoch: Epoch(try bodyReader.read(UInt64.self)), firstLSN: LSN(try bodyReader.read(UInt64.self))))
+          history.append(
+            EpochStart(
+              epoch: Epoch(try bodyReader.read(UInt64.self)), firstLSN: LSN(try bodyReader.read(UInt64.self)))
+          )
         }
         let payloadLength: UInt64 = try bodyReader.read()
         guard payloadLength == UInt64(bodyReader.remaining) else {
-          return .failure(.invalidField("payload length \(payloadLength) but \(bodyReader.remaining) bytes remain"))
+          return .failure(
+            .invalidField("payload length \(payloadLength) but \(bodyReader.remaining) bytes remain"))
         }
         let payload = try bodyReader.readBytes(Int(payloadLength))
         let checkpoint = Checkpoint(
-          lsn: lsn, epoch: epoch, timestampMicros: timestamp, lastTransactionID: lastTransaction, epochHistory: history,
+          lsn: lsn, epoch: epoch, timestampMicros: timestamp, lastTransactionID: lastTransaction,
+          epochHistory: history,
           payload: payload)
         return .success((checkpoint, cluster))
       } catch {
@@ -152,7 +163,9 @@ public struct CheckpointStore: Sendable {
     defer { file.close() }
     let result = CheckpointFormat.decode(try file.readAll())
     if case .success(let (checkpoint, _)) = result, LogFileNames.checkpoint(lsn: checkpoint.lsn) != name {
-      return .failure(.invalidField("file name says LSN \(LogFileNames.checkpointLSN(name) ?? .zero), header says \(checkpoint.lsn)"))
+      return .failure(
+        .invalidField(
+          "file name says LSN \(LogFileNames.checkpointLSN(name) ?? .zero), header says \(checkpoint.lsn)"))
     }
     return result
   }

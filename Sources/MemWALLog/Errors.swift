@@ -38,8 +38,10 @@ public struct WALCorruption: Error, Equatable, Sendable, CustomStringConvertible
     case .badSegmentHeader(let problem): what = "bad segment header: \(problem)"
     case .corruptRecord(let problem): what = "corrupt record: \(problem)"
     case .brokenSequence(let detail): what = "record out of sequence: \(detail)"
-    case .missingSegment(let expected): what = "missing segment: expected a segment starting at LSN \(expected)"
-    case .clusterMismatch(let expected, let found): what = "segment belongs to cluster \(found), not \(expected)"
+    case .missingSegment(let expected):
+      what = "missing segment: expected a segment starting at LSN \(expected)"
+    case .clusterMismatch(let expected, let found):
+      what = "segment belongs to cluster \(found), not \(expected)"
     case .checkpointGap(let detail): what = "log does not cover the checkpoint: \(detail)"
     case .unexpectedBytes: what = "unexpected bytes after the end of a completed segment"
     }
@@ -71,9 +73,11 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
         + "restart the node to recover from what is durable"
     case .closed: return "the write-ahead log is closed"
     case .invalidInput(let error): return error.description
-    case .staleEpoch(let current, let requested): return "epoch \(requested) is not above the current epoch \(current)"
+    case .staleEpoch(let current, let requested):
+      return "epoch \(requested) is not above the current epoch \(current)"
     case .invalidCheckpoint(let detail): return "invalid checkpoint: \(detail)"
-    case .timedOut(let waiting, let reached): return "timed out waiting for LSN \(waiting) (reached \(reached))"
+    case .timedOut(let waiting, let reached):
+      return "timed out waiting for LSN \(waiting) (reached \(reached))"
     }
   }
 }

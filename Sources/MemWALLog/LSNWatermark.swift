@@ -86,7 +86,11 @@ public final class LSNWatermark: Sendable {
       return state.waiters.remove(at: index)
     }
     if let waiter {
-      if let error { waiter.continuation.resume(throwing: error) } else { waiter.continuation.resume(throwing: CancellationError()) }
+      if let error {
+        waiter.continuation.resume(throwing: error)
+      } else {
+        waiter.continuation.resume(throwing: CancellationError())
+      }
     }
   }
 }

@@ -19,7 +19,9 @@ public struct LogInspection: Sendable {
   public var recordCount: UInt64 = 0
 
   /// True only when every segment and checkpoint is valid and nothing needs cutting.
-  public var isValid: Bool { corruption == nil && scan?.tornTail == nil && checkpoints.allSatisfy { $0.problem == nil } }
+  public var isValid: Bool {
+    corruption == nil && scan?.tornTail == nil && checkpoints.allSatisfy { $0.problem == nil }
+  }
 
   /// The first problem, as one line with file and offset.
   public var firstProblem: String? {
@@ -37,10 +39,13 @@ public struct LogInspection: Sendable {
 /// Read-only inspection and explicit repair of a log directory, for the `memwal wal` commands.
 public enum LogInspector {
   /// Checks the whole log and every checkpoint without changing anything.
-  public static func inspect(_ path: String, fileSystem: FileSystem = POSIXFileSystem()) throws -> LogInspection {
+  public static func inspect(_ path: String, fileSystem: FileSystem = POSIXFileSystem()) throws
+    -> LogInspection
+  {
     let layout = LogLayout.resolve(path, fileSystem: fileSystem)
     guard fileSystem.isDirectory(layout.walDirectory) else {
-      throw FileSystemError(operation: "open log", path: layout.walDirectory, errno: 2, reason: "no wal/ directory here")
+      throw FileSystemError(
+        operation: "open log", path: layout.walDirectory, errno: 2, reason: "no wal/ directory here")
     }
     var inspection = LogInspection(layout: layout)
     let store = CheckpointStore(directory: layout.checkpointDirectory, fileSystem: fileSystem)
@@ -49,7 +54,8 @@ public enum LogInspector {
       switch try store.load(entry.name) {
       case .success(let (checkpoint, id)):
         if let cluster, cluster != id {
-          inspection.checkpoints.append(.init(name: entry.name, lsn: entry.lsn, problem: .invalidField("cluster \(id), not \(cluster)")))
+          inspection.checkpoints.append(
+            .init(name: entry.name, lsn: entry.lsn, problem: .invalidField("cluster \(id), not \(cluster)")))
           continue
         }
         cluster = id
@@ -99,7 +105,8 @@ public enum LogInspector {
   /// checkpoints. Damage before the tail is cut only with `force`: the damaged segment is copied to
   /// `.broken` and truncated, later segments and checkpoints past the cut are renamed `.broken`.
   public static func repair(
-    _ path: String, force: Bool, fileSystem: FileSystem = POSIXFileSystem(), logger: Logger = Logger(label: "memwal.repair")
+    _ path: String, force: Bool, fileSystem: FileSystem = POSIXFileSystem(),
+    logger: Logger = Logger(label: "memwal.repair")
   ) throws -> RepairReport {
     var report = RepairReport()
     var inspection = try inspect(path, fileSystem: fileSystem)
@@ -123,7 +130,9 @@ public enum LogInspector {
       let file = joinPath(layout.walDirectory, torn.file)
       let copy = try keepCopy(of: file, fileSystem: fileSystem)
       try truncate(file, at: torn.offset, fileSystem: fileSystem)
-      report.actions.append("cut the torn tail of \(torn.file) at byte \(torn.offset) after LSN \(torn.lastGoodLSN) (copy kept as \(lastPathComponent(copy)))")
+      report.actions.append(
+        "cut the torn tail of \(torn.file) at byte \(torn.offset) after LSN \(torn.lastGoodLSN) (copy kept as \(lastPathComponent(copy)))"
+      )
       inspection = try inspect(path, fileSystem: fileSystem)
     }
     if let problem = inspection.firstProblem { throw RepairError.unrepairable(problem) }
@@ -132,7 +141,9 @@ public enum LogInspector {
     return report
   }
 
-  private static func cut(at corruption: WALCorruption, layout: LogLayout, fileSystem: FileSystem, report: inout RepairReport) throws {
+  private static func cut(
+    at corruption: WALCorruption, layout: LogLayout, fileSystem: FileSystem, report: inout RepairReport
+  ) throws {
     let scanner = LogScanner(walDirectory: layout.walDirectory, fileSystem: fileSystem)
     let names = try scanner.segmentNames()
     guard let index = names.firstIndex(of: corruption.file) else {
@@ -150,7 +161,8 @@ public enum LogInspector {
       let copy = try keepCopy(of: file, fileSystem: fileSystem)
       try truncate(file, at: corruption.offset, fileSystem: fileSystem)
       report.actions.append(
-        "cut \(corruption.file) at byte \(corruption.offset) after LSN \(corruption.lastGoodLSN) (copy kept as \(lastPathComponent(copy)))")
+        "cut \(corruption.file) at byte \(corruption.offset) after LSN \(corruption.lastGoodLSN) (copy kept as \(lastPathComponent(copy)))"
+      )
     }
     for name in names[firstToSetAside...] {
       let file = joinPath(layout.walDirectory, name)

@@ -56,7 +56,9 @@ public struct LogScanner {
   public let fileSystem: FileSystem
   public let maximumBodySize: Int
 
-  public init(walDirectory: String, fileSystem: FileSystem, maximumBodySize: Int = WALFormat.maximumRecordBodySize) {
+  public init(
+    walDirectory: String, fileSystem: FileSystem, maximumBodySize: Int = WALFormat.maximumRecordBodySize
+  ) {
     self.walDirectory = walDirectory
     self.fileSystem = fileSystem
     self.maximumBodySize = maximumBodySize
@@ -85,18 +87,21 @@ public struct LogScanner {
     for (index, name) in names.enumerated() {
       let isLast = index == names.count - 1
       // Segments wholly before `visitFrom` are only checked when no visitor asks to skip them.
-      if visit != nil, !isLast, let nextFirst = LogFileNames.segmentLSN(names[index + 1]), nextFirst <= visitFrom,
+      if visit != nil, !isLast, let nextFirst = LogFileNames.segmentLSN(names[index + 1]),
+        nextFirst <= visitFrom,
         visitFrom > LSN(1)
       {
         let header = try readHeader(name, lastGood: state.lastLSN)
         state.skip(to: header, nextFirst: nextFirst)
         result.segments.append(
           SegmentSummary(
-            name: name, header: header, lastLSN: LSN(nextFirst.rawValue - 1), endOffset: -1, lastCRC: 0, fileSize: -1))
+            name: name, header: header, lastLSN: LSN(nextFirst.rawValue - 1), endOffset: -1, lastCRC: 0,
+            fileSize: -1))
         continue
       }
       let stop = try scanSegment(
-        name, isLast: isLast, checkpoint: checkpoint, state: &state, result: &result, visitFrom: visitFrom, visit: visit)
+        name, isLast: isLast, checkpoint: checkpoint, state: &state, result: &result, visitFrom: visitFrom,
+        visit: visit)
       if stop { break }
     }
     result.lastLSN = state.lastLSN
@@ -109,12 +114,14 @@ public struct LogScanner {
       let file = result.segments.first?.name ?? walDirectory
       guard first <= checkpoint.lsn.next else {
         throw WALCorruption(
-          kind: .checkpointGap("the log starts at LSN \(first) but the checkpoint is at LSN \(checkpoint.lsn)"),
+          kind: .checkpointGap(
+            "the log starts at LSN \(first) but the checkpoint is at LSN \(checkpoint.lsn)"),
           file: file, offset: 0, lastGoodLSN: .zero)
       }
       guard result.lastLSN >= checkpoint.lsn || visit != nil else {
         throw WALCorruption(
-          kind: .checkpointGap("the log ends at LSN \(result.lastLSN), before the checkpoint's LSN \(checkpoint.lsn)"),
+          kind: .checkpointGap(
+            "the log ends at LSN \(result.lastLSN), before the checkpoint's LSN \(checkpoint.lsn)"),
           file: result.segments.last?.name ?? file, offset: result.segments.last?.endOffset ?? 0,
           lastGoodLSN: result.lastLSN)
       }
@@ -168,7 +175,8 @@ public struct LogScanner {
 
   /// Returns true when the visitor asked to stop.
   private func scanSegment(
-    _ name: String, isLast: Bool, checkpoint: Checkpoint?, state: inout SequenceState, result: inout ScanResult,
+    _ name: String, isLast: Bool, checkpoint: Checkpoint?, state: inout SequenceState,
+    result: inout ScanResult,
     visitFrom: LSN, visit: ((WALFrame, String, Int64) throws -> Bool)?
   ) throws -> Bool {
     let path = joinPath(walDirectory, name)
@@ -183,7 +191,8 @@ public struct LogScanner {
     }
     guard LogFileNames.segmentLSN(name) == header.firstLSN else {
       throw WALCorruption(
-        kind: .badSegmentHeader(.invalidField("header says first LSN \(header.firstLSN)")), file: name, offset: 32,
+        kind: .badSegmentHeader(.invalidField("header says first LSN \(header.firstLSN)")), file: name,
+        offset: 32,
         lastGoodLSN: state.lastLSN)
     }
     if let expected = result.clusterID, expected != header.clusterID {
@@ -203,7 +212,8 @@ public struct LogScanner {
     try bytes.withUnsafeBytes { raw in
       while offset < raw.count {
         let expectedLSN = state.lastLSN.next
-        let decoded = WALFrame.decode(UnsafeRawBufferPointer(rebasing: raw[offset...]), maximumBodySize: maximumBodySize)
+        let decoded = WALFrame.decode(
+          UnsafeRawBufferPointer(rebasing: raw[offset...]), maximumBodySize: maximumBodySize)
         var problem: FrameProblem
         switch decoded {
         case .success(let frame):
@@ -229,7 +239,8 @@ public struct LogScanner {
           problem = failure
         }
         try classifyEnd(
-          raw, at: offset, problem: problem, name: name, isLast: isLast, expectedLSN: expectedLSN, result: &result)
+          raw, at: offset, problem: problem, name: name, isLast: isLast, expectedLSN: expectedLSN,
+          result: &result)
         return
       }
     }
@@ -257,7 +268,8 @@ public struct LogScanner {
     }
     guard header.firstLSN == state.lastLSN.next else {
       throw WALCorruption(
-        kind: .missingSegment(expected: state.lastLSN.next), file: name, offset: 0, lastGoodLSN: state.lastLSN)
+        kind: .missingSegment(expected: state.lastLSN.next), file: name, offset: 0, lastGoodLSN: state.lastLSN
+      )
     }
     if state.trustNextHeader {
       state.trustNextHeader = false
@@ -277,21 +289,27 @@ public struct LogScanner {
   private func checkOrder(_ frame: WALFrame, name: String, offset: Int, state: inout SequenceState) throws {
     let record = frame.record
     func fail(_ detail: String) -> WALCorruption {
-      WALCorruption(kind: .brokenSequence(detail), file: name, offset: Int64(offset), lastGoodLSN: state.lastLSN)
+      WALCorruption(
+        kind: .brokenSequence(detail), file: name, offset: Int64(offset), lastGoodLSN: state.lastLSN)
     }
     if state.lastTimestamp != 0 || state.lastLSN > .zero, record.timestampMicros <= state.lastTimestamp {
       throw fail("LSN \(record.lsn) has time \(record.timestampMicros), not after \(state.lastTimestamp)")
     }
     guard record.transactionID > state.lastTransaction else {
-      throw fail("LSN \(record.lsn) has transaction \(record.transactionID), not after \(state.lastTransaction)")
+      throw fail(
+        "LSN \(record.lsn) has transaction \(record.transactionID), not after \(state.lastTransaction)")
     }
     state.lastTransaction = record.transactionID
     switch record.payload {
     case .transaction:
-      guard record.epoch == state.epoch else { throw fail("LSN \(record.lsn) in epoch \(record.epoch), log is in epoch \(state.epoch)") }
+      guard record.epoch == state.epoch else {
+        throw fail("LSN \(record.lsn) in epoch \(record.epoch), log is in epoch \(state.epoch)")
+      }
     case .epochChange(let change):
       guard record.epoch > state.epoch, change.previousEpoch == state.epoch else {
-        throw fail("LSN \(record.lsn) changes epoch \(change.previousEpoch) → \(record.epoch) while the log is in epoch \(state.epoch)")
+        throw fail(
+          "LSN \(record.lsn) changes epoch \(change.previousEpoch) → \(record.epoch) while the log is in epoch \(state.epoch)"
+        )
       }
       state.epoch = record.epoch
       state.history.append(EpochStart(epoch: record.epoch, firstLSN: record.lsn))
@@ -311,7 +329,9 @@ public struct LogScanner {
       WALCorruption(kind: .corruptRecord(problem), file: name, offset: Int64(offset), lastGoodLSN: lastGood)
     }
     guard isLast else {
-      if problem == .empty { throw WALCorruption(kind: .unexpectedBytes, file: name, offset: Int64(offset), lastGoodLSN: lastGood) }
+      if problem == .empty {
+        throw WALCorruption(kind: .unexpectedBytes, file: name, offset: Int64(offset), lastGoodLSN: lastGood)
+      }
       throw corruption(problem)
     }
     var later = 0
@@ -324,7 +344,8 @@ public struct LogScanner {
       later += 1
       probe = at + WALFormat.frameAlignment
     }
-    result.tornTail = TornTail(file: name, offset: Int64(offset), lastGoodLSN: lastGood, problem: problem, discardedFrames: later)
+    result.tornTail = TornTail(
+      file: name, offset: Int64(offset), lastGoodLSN: lastGood, problem: problem, discardedFrames: later)
   }
 
   private func isZero(_ raw: UnsafeRawBufferPointer, from offset: Int) -> Bool {
@@ -344,20 +365,28 @@ public struct LogScanner {
 
   /// The next aligned offset at or after `from` holding a self-consistent frame for an LSN of at
   /// least `minimumLSN`. Cheap field checks run before any checksum, so scanning garbage is fast.
-  private func nextPlausibleFrame(_ raw: UnsafeRawBufferPointer, from start: Int, minimumLSN: LSN) -> (WALFrame, Int)? {
+  private func nextPlausibleFrame(_ raw: UnsafeRawBufferPointer, from start: Int, minimumLSN: LSN) -> (
+    WALFrame, Int
+  )? {
     var probe = WALFormat.aligned(start)
     let minimumFrame = WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize
     while probe + minimumFrame <= raw.count {
       defer { probe += WALFormat.frameAlignment }
       let length = Int(raw.loadUnaligned(fromByteOffset: probe, as: UInt32.self).littleEndian)
-      guard length >= WALFormat.recordBodyHeaderSize, length <= maximumBodySize, probe + 8 + length <= raw.count else {
+      guard length >= WALFormat.recordBodyHeaderSize, length <= maximumBodySize,
+        probe + 8 + length <= raw.count
+      else {
         continue
       }
       let type = raw[probe + 8]
-      guard type == WALFormat.RecordType.transaction || type == WALFormat.RecordType.epochChange else { continue }
+      guard type == WALFormat.RecordType.transaction || type == WALFormat.RecordType.epochChange else {
+        continue
+      }
       let lsn = raw.loadUnaligned(fromByteOffset: probe + 16, as: UInt64.self).littleEndian
       guard lsn >= minimumLSN.rawValue, lsn - minimumLSN.rawValue < 1 << 40 else { continue }
-      if case .success(let frame) = WALFrame.decode(UnsafeRawBufferPointer(rebasing: raw[probe...]), maximumBodySize: maximumBodySize) {
+      if case .success(let frame) = WALFrame.decode(
+        UnsafeRawBufferPointer(rebasing: raw[probe...]), maximumBodySize: maximumBodySize)
+      {
         return (frame, probe)
       }
     }

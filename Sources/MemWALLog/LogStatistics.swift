@@ -33,14 +33,20 @@ public final class LogStatistics: Sendable {
 
   /// Installs a callback that sees every fsync's duration in nanoseconds (it runs on the flusher
   /// thread: keep it cheap).
-  public func observeSyncs(_ observer: @escaping @Sendable (Int) -> Void) { syncObserver.withLock { $0 = observer } }
+  public func observeSyncs(_ observer: @escaping @Sendable (Int) -> Void) {
+    syncObserver.withLock { $0 = observer }
+  }
 
   public func snapshot() -> Snapshot {
     Snapshot(
-      records: records.load(ordering: .relaxed), batches: batches.load(ordering: .relaxed), syncs: syncs.load(ordering: .relaxed),
-      bytesWritten: bytesWritten.load(ordering: .relaxed), writeNanoseconds: writeNanoseconds.load(ordering: .relaxed),
-      syncNanoseconds: syncNanoseconds.load(ordering: .relaxed), segmentsCreated: segmentsCreated.load(ordering: .relaxed),
-      gatherNanoseconds: gatherNanoseconds.load(ordering: .relaxed), acknowledgeNanoseconds: acknowledgeNanoseconds.load(ordering: .relaxed))
+      records: records.load(ordering: .relaxed), batches: batches.load(ordering: .relaxed),
+      syncs: syncs.load(ordering: .relaxed),
+      bytesWritten: bytesWritten.load(ordering: .relaxed),
+      writeNanoseconds: writeNanoseconds.load(ordering: .relaxed),
+      syncNanoseconds: syncNanoseconds.load(ordering: .relaxed),
+      segmentsCreated: segmentsCreated.load(ordering: .relaxed),
+      gatherNanoseconds: gatherNanoseconds.load(ordering: .relaxed),
+      acknowledgeNanoseconds: acknowledgeNanoseconds.load(ordering: .relaxed))
   }
 
   func recordSync(nanoseconds: Int) {

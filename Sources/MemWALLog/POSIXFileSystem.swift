@@ -33,7 +33,9 @@ public final class POSIXFileSystem: FileSystem {
   public func createDirectory(_ path: String) throws {
     if isDirectory(path) { return }
     let parent = parentDirectory(of: path)
-    if parent != path && parent != "." && parent != "/" && !isDirectory(parent) { try createDirectory(parent) }
+    if parent != path && parent != "." && parent != "/" && !isDirectory(parent) {
+      try createDirectory(parent)
+    }
     if mkdir(path, 0o755) != 0 && errno != EEXIST { throw posixError("mkdir", path) }
   }
 
@@ -45,7 +47,9 @@ public final class POSIXFileSystem: FileSystem {
   }
 
   public func rename(_ source: String, to destination: String) throws {
-    guard Glibc.rename(source, destination) == 0 else { throw posixError("rename", "\(source) -> \(destination)") }
+    guard Glibc.rename(source, destination) == 0 else {
+      throw posixError("rename", "\(source) -> \(destination)")
+    }
   }
 
   public func removeFile(_ path: String) throws {
@@ -92,7 +96,8 @@ final class POSIXFile: StorageFile, @unchecked Sendable {
   func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
     var done = 0
     while done < bytes.count {
-      let wrote = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+      let wrote = pwrite(
+        descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
       if wrote < 0 {
         if errno == EINTR { continue }
         throw posixError("pwrite", path)
@@ -112,7 +117,9 @@ final class POSIXFile: StorageFile, @unchecked Sendable {
   }
 
   func truncate(to size: Int64) throws {
-    guard retryingOnInterrupt({ ftruncate(descriptor, off_t(size)) }) == 0 else { throw posixError("ftruncate", path) }
+    guard retryingOnInterrupt({ ftruncate(descriptor, off_t(size)) }) == 0 else {
+      throw posixError("ftruncate", path)
+    }
   }
 
   func preallocate(size: Int64) throws {
@@ -123,7 +130,8 @@ final class POSIXFile: StorageFile, @unchecked Sendable {
       if try self.size() < size { try write([0], at: size - 1) }
       return
     }
-    throw FileSystemError(operation: "posix_fallocate", path: path, errno: result, reason: String(cString: strerror(result)))
+    throw FileSystemError(
+      operation: "posix_fallocate", path: path, errno: result, reason: String(cString: strerror(result)))
   }
 
   func close() { _ = Glibc.close(descriptor) }
@@ -139,5 +147,6 @@ private func retryingOnInterrupt(_ call: () -> Int32) -> Int32 {
 
 private func posixError(_ operation: String, _ path: String) -> FileSystemError {
   let code = errno
-  return FileSystemError(operation: operation, path: path, errno: code, reason: String(cString: strerror(code)))
+  return FileSystemError(
+    operation: operation, path: path, errno: code, reason: String(cString: strerror(code)))
 }

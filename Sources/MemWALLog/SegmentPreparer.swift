@@ -83,7 +83,8 @@ final class SegmentPreparer: @unchecked Sendable {
         lock.withLock { spare = (file, path) }
       } catch {
         // The flusher then creates its next segment itself, and meets any lasting fault there.
-        logger.warning("could not prepare a spare segment", metadata: ["file": "\(path)", "error": "\(error)"])
+        logger.warning(
+          "could not prepare a spare segment", metadata: ["file": "\(path)", "error": "\(error)"])
       }
     }
   }

@@ -107,7 +107,8 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
     guard state.counted == plan.operationIndex else { return }
     switch plan.fault {
     case .ioError:
-      throw FileSystemError(operation: "\(kind.rawValue) (injected)", path: path, errno: 5, reason: "Input/output error")
+      throw FileSystemError(
+        operation: "\(kind.rawValue) (injected)", path: path, errno: 5, reason: "Input/output error")
     case .crash:
       state.isCrashed = true
       throw SimulatedCrash(operation: kind.rawValue, path: path)
@@ -141,7 +142,8 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
         try enter(.create, path, &state)
         state.current[path] = Inode()
       }
-      return SimulatedFile(fileSystem: self, path: path, inode: state.current[path]!, isWritable: mode != .readOnly)
+      return SimulatedFile(
+        fileSystem: self, path: path, inode: state.current[path]!, isWritable: mode != .readOnly)
     }
   }
 
@@ -153,7 +155,9 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
         throw FileSystemError(operation: "opendir", path: path, errno: 2, reason: "No such file or directory")
       }
       var names = Set<String>()
-      for name in state.current.keys where parentDirectory(of: name) == path { names.insert(lastPathComponent(name)) }
+      for name in state.current.keys where parentDirectory(of: name) == path {
+        names.insert(lastPathComponent(name))
+      }
       for directory in state.directories where directory != path && parentDirectory(of: directory) == path {
         names.insert(lastPathComponent(directory))
       }
@@ -189,7 +193,8 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
     try state.withLock { state in
       guard let inode = state.current[source] else {
         try checkAlive("rename", source, state)
-        throw FileSystemError(operation: "rename", path: source, errno: 2, reason: "No such file or directory")
+        throw FileSystemError(
+          operation: "rename", path: source, errno: 2, reason: "No such file or directory")
       }
       try enter(.rename, "\(source) -> \(destination)", &state)
       state.current[source] = nil
@@ -214,7 +219,9 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
     try state.withLock { state in
       try enter(.syncDirectory, path, &state)
       for name in state.durable.keys where parentDirectory(of: name) == path { state.durable[name] = nil }
-      for (name, inode) in state.current where parentDirectory(of: name) == path { state.durable[name] = inode }
+      for (name, inode) in state.current where parentDirectory(of: name) == path {
+        state.durable[name] = inode
+      }
     }
   }
 
@@ -228,13 +235,19 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
       var copied: [ObjectIdentifier: Inode] = [:]
       for (name, inode) in state.durable.sorted(by: { $0.key < $1.key }) {
         if let done = copied[ObjectIdentifier(inode)] {
-          image.state.withLock { $0.current[name] = done; $0.durable[name] = done }
+          image.state.withLock {
+            $0.current[name] = done
+            $0.durable[name] = done
+          }
           continue
         }
         let survived = Self.surviving(inode, mode: mode, generator: &generator)
         let fresh = Inode(current: survived, durable: survived)
         copied[ObjectIdentifier(inode)] = fresh
-        image.state.withLock { $0.current[name] = fresh; $0.durable[name] = fresh }
+        image.state.withLock {
+          $0.current[name] = fresh
+          $0.durable[name] = fresh
+        }
       }
       image.state.withLock { $0.directories = state.directories }
     }
@@ -338,7 +351,9 @@ public final class SimulatedFileSystem: FileSystem, @unchecked Sendable {
   // MARK: test helpers
 
   /// Reads a file's current bytes (tests only).
-  public func contents(of path: String) -> [UInt8]? { state.withLock { $0.current[normalize(path)]?.current } }
+  public func contents(of path: String) -> [UInt8]? {
+    state.withLock { $0.current[normalize(path)]?.current }
+  }
 
   /// Replaces a file's bytes, durably, bypassing fault accounting (tests that corrupt files).
   public func overwrite(_ path: String, with bytes: [UInt8]) {
@@ -385,8 +400,12 @@ final class SimulatedFile: StorageFile, @unchecked Sendable {
 
   func sync() throws { try fileSystem.fileSync(inode, path: path) }
   func size() throws -> Int64 { try fileSystem.fileSize(inode, path: path) }
-  func truncate(to size: Int64) throws { try fileSystem.fileResize(inode, path: path, size: Int(size), kind: .truncate) }
-  func preallocate(size: Int64) throws { try fileSystem.fileResize(inode, path: path, size: Int(size), kind: .preallocate) }
+  func truncate(to size: Int64) throws {
+    try fileSystem.fileResize(inode, path: path, size: Int(size), kind: .truncate)
+  }
+  func preallocate(size: Int64) throws {
+    try fileSystem.fileResize(inode, path: path, size: Int(size), kind: .preallocate)
+  }
   func close() {}
 }
 

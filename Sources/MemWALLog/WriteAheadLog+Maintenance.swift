@@ -25,7 +25,8 @@ extension WriteAheadLog {
       if let failure = stoppedBy { throw failure }
       let flushed = positions.flushed.value
       guard lsn <= flushed else {
-        throw WALError.invalidCheckpoint("LSN \(lsn) is not durable yet (the log is flushed through \(flushed))")
+        throw WALError.invalidCheckpoint(
+          "LSN \(lsn) is not durable yet (the log is flushed through \(flushed))")
       }
       if let newest = keptCheckpoints.first, lsn < newest {
         throw WALError.invalidCheckpoint("LSN \(lsn) is older than the newest checkpoint at \(newest)")
@@ -53,7 +54,8 @@ extension WriteAheadLog {
         removed = true
       }
       if removed { try fileSystem.syncDirectory(layout.checkpointDirectory) }
-      logger.info("checkpoint written", metadata: ["file": "\(name)", "lsn": "\(lsn)", "bytes": "\(payload.count)"])
+      logger.info(
+        "checkpoint written", metadata: ["file": "\(name)", "lsn": "\(lsn)", "bytes": "\(payload.count)"])
       return name
     }
   }

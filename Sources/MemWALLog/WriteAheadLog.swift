@@ -46,16 +46,30 @@ public final class WriteAheadLog: @unchecked Sendable {
     public init() {}
 
     func validate() throws {
-      let minimumSegment = SegmentHeader.size + WALFormat.aligned(WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize) * 4
+      let minimumSegment =
+        SegmentHeader.size + WALFormat.aligned(WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize) * 4
       guard segmentBytes >= minimumSegment, segmentBytes <= 1 << 30 else {
-        throw WALError.invalidInput(.invalid(field: "segment_bytes", reason: "\(segmentBytes) is outside \(minimumSegment)...\(1 << 30)"))
+        throw WALError.invalidInput(
+          .invalid(
+            field: "segment_bytes", reason: "\(segmentBytes) is outside \(minimumSegment)...\(1 << 30)"))
       }
-      let largestFitting = segmentBytes - SegmentHeader.size - WALFormat.frameHeaderSize - WALFormat.frameAlignment
-      guard maximumRecordBytes >= WALFormat.recordBodyHeaderSize, maximumRecordBytes <= min(largestFitting, WALFormat.maximumRecordBodySize) else {
-        throw WALError.invalidInput(.invalid(field: "maximum_record_bytes", reason: "\(maximumRecordBytes) must fit in a segment of \(segmentBytes) bytes"))
+      let largestFitting =
+        segmentBytes - SegmentHeader.size - WALFormat.frameHeaderSize - WALFormat.frameAlignment
+      guard maximumRecordBytes >= WALFormat.recordBodyHeaderSize,
+        maximumRecordBytes <= min(largestFitting, WALFormat.maximumRecordBodySize)
+      else {
+        throw WALError.invalidInput(
+          .invalid(
+            field: "maximum_record_bytes",
+            reason: "\(maximumRecordBytes) must fit in a segment of \(segmentBytes) bytes"))
       }
-      guard maximumBatchBytes > 0, maximumQueuedBytes >= maximumBatchBytes, groupCommitWindowMicroseconds >= 0, groupCommitWindowMicroseconds <= 100_000 else {
-        throw WALError.invalidInput(.invalid(field: "batch limits", reason: "need 0 < batch bytes ≤ queued bytes and a group-commit window of at most 100 ms"))
+      guard maximumBatchBytes > 0, maximumQueuedBytes >= maximumBatchBytes,
+        groupCommitWindowMicroseconds >= 0, groupCommitWindowMicroseconds <= 100_000
+      else {
+        throw WALError.invalidInput(
+          .invalid(
+            field: "batch limits",
+            reason: "need 0 < batch bytes ≤ queued bytes and a group-commit window of at most 100 ms"))
       }
     }
   }
@@ -168,7 +182,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     self.preparer =
       options.prepareSegmentsInBackground
       ? SegmentPreparer(
-        walDirectory: layout.walDirectory, segmentBytes: options.segmentBytes, zeroFill: options.zeroFillSegments,
+        walDirectory: layout.walDirectory, segmentBytes: options.segmentBytes,
+        zeroFill: options.zeroFillSegments,
         fileSystem: fileSystem, logger: logger)
       : nil
     self.positions = LogPositions(written: scan.lastLSN, flushed: scan.lastLSN)
@@ -186,7 +201,9 @@ public final class WriteAheadLog: @unchecked Sendable {
   ) throws -> (WriteAheadLog, Recovery) {
     try options.validate()
     let layout = LogLayout(root: directory)
-    for path in [layout.root, layout.walDirectory, layout.checkpointDirectory] { try fileSystem.createDirectory(path) }
+    for path in [layout.root, layout.walDirectory, layout.checkpointDirectory] {
+      try fileSystem.createDirectory(path)
+    }
     try removeTemporaryFiles(in: layout.walDirectory, fileSystem: fileSystem)
     try removeTemporaryFiles(in: layout.checkpointDirectory, fileSystem: fileSystem)
 
@@ -203,7 +220,8 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
       case .success(let (_, cluster)):
         throw WALCorruption(
-          kind: .clusterMismatch(expected: options.clusterID!, found: cluster), file: entry.name, offset: 16, lastGoodLSN: .zero)
+          kind: .clusterMismatch(expected: options.clusterID!, found: cluster), file: entry.name, offset: 16,
+          lastGoodLSN: .zero)
       case .failure(let problem):
         guard recovery.checkpoint == nil else { continue }
         let path = joinPath(layout.checkpointDirectory, entry.name)
@@ -223,14 +241,17 @@ public final class WriteAheadLog: @unchecked Sendable {
     if scan.segments.isEmpty {
       if let checkpoint = recovery.checkpoint {
         throw WALCorruption(
-          kind: .checkpointGap("no WAL segments, but a checkpoint at LSN \(checkpoint.lsn)"), file: layout.walDirectory,
+          kind: .checkpointGap("no WAL segments, but a checkpoint at LSN \(checkpoint.lsn)"),
+          file: layout.walDirectory,
           offset: 0, lastGoodLSN: .zero)
       }
       var random = SystemRandomNumberGenerator()
       clusterID = options.clusterID ?? ClusterID(high: random.next(), low: random.next())
-      let header = SegmentHeader(clusterID: clusterID, firstLSN: LSN(1), epoch: options.initialEpoch, chainSeedCRC: 0)
+      let header = SegmentHeader(
+        clusterID: clusterID, firstLSN: LSN(1), epoch: options.initialEpoch, chainSeedCRC: 0)
       writer = try createSegment(
-        header, layout: layout, segmentBytes: options.segmentBytes, zeroFill: options.zeroFillSegments, fileSystem: fileSystem)
+        header, layout: layout, segmentBytes: options.segmentBytes, zeroFill: options.zeroFillSegments,
+        fileSystem: fileSystem)
       try fileSystem.syncDirectory(layout.root)
       scan.epoch = options.initialEpoch
       scan.epochHistory = [EpochStart(epoch: options.initialEpoch, firstLSN: LSN(1))]
@@ -240,7 +261,8 @@ public final class WriteAheadLog: @unchecked Sendable {
           fileSize: Int64(options.segmentBytes))
       ]
       recovery.isNewLog = true
-      logger.info("created a new write-ahead log", metadata: ["directory": "\(directory)", "cluster": "\(clusterID)"])
+      logger.info(
+        "created a new write-ahead log", metadata: ["directory": "\(directory)", "cluster": "\(clusterID)"])
     } else {
       clusterID = scan.clusterID!
       let last = scan.segments[scan.segments.count - 1]
@@ -248,7 +270,10 @@ public final class WriteAheadLog: @unchecked Sendable {
       if let torn = scan.tornTail {
         logger.warning(
           "truncating the torn tail of the write-ahead log",
-          metadata: ["file": "\(torn.file)", "offset": "\(torn.offset)", "lsn": "\(torn.lastGoodLSN)", "problem": "\(torn.problem)"])
+          metadata: [
+            "file": "\(torn.file)", "offset": "\(torn.offset)", "lsn": "\(torn.lastGoodLSN)",
+            "problem": "\(torn.problem)",
+          ])
         // Zeros over the torn bytes, so the next scan finds a clean end there.
         try file.writeZeros(from: torn.offset, to: last.fileSize)
         recovery.truncatedTail = torn
@@ -264,14 +289,16 @@ public final class WriteAheadLog: @unchecked Sendable {
     recovery.lastLSN = scan.lastLSN
     recovery.epoch = scan.epoch
     let log = WriteAheadLog(
-      layout: layout, options: options, clusterID: clusterID, fileSystem: fileSystem, logger: logger, scan: scan,
+      layout: layout, options: options, clusterID: clusterID, fileSystem: fileSystem, logger: logger,
+      scan: scan,
       writer: writer, keptCheckpoints: kept)
     startThread(name: "memwal-flusher") { [log] in log.runFlusher() }
     return (log, recovery)
   }
 
   private static func removeTemporaryFiles(in directory: String, fileSystem: FileSystem) throws {
-    for name in try fileSystem.contentsOfDirectory(directory) where name.hasSuffix(LogFileNames.temporarySuffix) {
+    for name in try fileSystem.contentsOfDirectory(directory)
+    where name.hasSuffix(LogFileNames.temporarySuffix) {
       try fileSystem.removeFile(joinPath(directory, name))
     }
   }
@@ -325,20 +352,24 @@ public final class WriteAheadLog: @unchecked Sendable {
 
   /// Appends a transaction and returns once it has reached `durability` on this node (`local` at most;
   /// stronger levels are `local` here, and replication waits for the rest).
-  public func append(_ transaction: WALTransaction, durability: Durability = .local) async throws -> AppendResult {
+  public func append(_ transaction: WALTransaction, durability: Durability = .local) async throws
+    -> AppendResult
+  {
     do {
       try WALFrame.validate(.transaction(transaction))
     } catch {
       throw WALError.invalidInput(error)
     }
     return try await enqueue(
-      recordType: WALFormat.RecordType.transaction, payload: WALFrame.encodePayload(.transaction(transaction)),
+      recordType: WALFormat.RecordType.transaction,
+      payload: WALFrame.encodePayload(.transaction(transaction)),
       newEpoch: .zero, durability: durability)
   }
 
   /// Records the start of epoch `newEpoch` (led by `leader`); later records carry it. Refused unless
   /// `newEpoch` is above the log's epoch when the record is written.
-  public func appendEpochChange(to newEpoch: Epoch, leader: String, durability: Durability = .local) async throws
+  public func appendEpochChange(to newEpoch: Epoch, leader: String, durability: Durability = .local)
+    async throws
     -> AppendResult
   {
     let change = EpochChange(previousEpoch: .zero, leader: leader)
@@ -352,7 +383,8 @@ public final class WriteAheadLog: @unchecked Sendable {
       newEpoch: newEpoch, durability: durability)
   }
 
-  private func enqueue(recordType: UInt8, payload: [UInt8], newEpoch: Epoch, durability: Durability) async throws
+  private func enqueue(recordType: UInt8, payload: [UInt8], newEpoch: Epoch, durability: Durability)
+    async throws
     -> AppendResult
   {
     let bodyBytes = WALFormat.recordBodyHeaderSize + payload.count
@@ -369,7 +401,9 @@ public final class WriteAheadLog: @unchecked Sendable {
       guard mustWait else { break }
       await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         let resumeNow = lock.withLock {
-          if failure != nil || isClosing || queuedBytes + frameBytes <= options.maximumQueuedBytes { return true }
+          if failure != nil || isClosing || queuedBytes + frameBytes <= options.maximumQueuedBytes {
+            return true
+          }
           spaceWaiters.append(continuation)
           return false
         }
@@ -382,12 +416,15 @@ public final class WriteAheadLog: @unchecked Sendable {
         if isClosing { return .closed }
         queue.append(
           PendingAppend(
-            recordType: recordType, payload: payload, newEpoch: newEpoch, durability: durability, frameBytes: frameBytes,
+            recordType: recordType, payload: payload, newEpoch: newEpoch, durability: durability,
+            frameBytes: frameBytes,
             continuation: continuation))
         queuedBytes += frameBytes
         enqueued.add(1, ordering: .releasing)
         let queued = queue.count - queueHead
-        if isFlusherWaiting && (gatherTarget == 0 || queued >= gatherTarget || queuedBytes >= options.maximumBatchBytes) {
+        if isFlusherWaiting
+          && (gatherTarget == 0 || queued >= gatherTarget || queuedBytes >= options.maximumBatchBytes)
+        {
           lock.signal()
         }
         return nil
@@ -431,7 +468,9 @@ public final class WriteAheadLog: @unchecked Sendable {
       statistics.gatherNanoseconds.add(Int(monotonicNanoseconds() - gatherStart), ordering: .relaxed)
       isFlusherWaiting = false
       var bytes = 0
-      while queueHead < queue.count && (batch.isEmpty || bytes + queue[queueHead].frameBytes <= options.maximumBatchBytes) {
+      while queueHead < queue.count
+        && (batch.isEmpty || bytes + queue[queueHead].frameBytes <= options.maximumBatchBytes)
+      {
         bytes += queue[queueHead].frameBytes
         batch.append(queue[queueHead])
         queueHead += 1
@@ -496,7 +535,10 @@ public final class WriteAheadLog: @unchecked Sendable {
     do {
       for (index, entry) in batch.enumerated() {
         if entry.recordType == WALFormat.RecordType.epochChange && entry.newEpoch <= epoch {
-          outcomes.append(Acknowledgement(continuation: entry.continuation, result: .failure(.staleEpoch(current: epoch, requested: entry.newEpoch))))
+          outcomes.append(
+            Acknowledgement(
+              continuation: entry.continuation,
+              result: .failure(.staleEpoch(current: epoch, requested: entry.newEpoch))))
           unanswered = index + 1
           continue
         }
@@ -512,19 +554,25 @@ public final class WriteAheadLog: @unchecked Sendable {
         var payload = entry.payload
         if entry.recordType == WALFormat.RecordType.epochChange {
           // The previous epoch is only known here, in log order.
-          payload.withUnsafeMutableBytes { $0.storeBytes(of: epoch.rawValue.littleEndian, toByteOffset: 0, as: UInt64.self) }
+          payload.withUnsafeMutableBytes {
+            $0.storeBytes(of: epoch.rawValue.littleEndian, toByteOffset: 0, as: UInt64.self)
+          }
           epoch = entry.newEpoch
           newHistory.append(EpochStart(epoch: epoch, firstLSN: lsn))
         }
         lastCRC = WALFrame.appendFrame(
-          to: &batchBuffer, lsn: lsn, epoch: epoch, transactionID: lastTransaction, timestampMicros: lastTimestamp,
-          recordType: entry.recordType, encodedPayload: payload, previousCRC: lastCRC, syncedThroughLSN: syncedThrough)
+          to: &batchBuffer, lsn: lsn, epoch: epoch, transactionID: lastTransaction,
+          timestampMicros: lastTimestamp,
+          recordType: entry.recordType, encodedPayload: payload, previousCRC: lastCRC,
+          syncedThroughLSN: syncedThrough)
         if entry.durability >= .local { needsSync = true }
         outcomes.append(
           Acknowledgement(
             continuation: entry.continuation,
             result: .success(
-              AppendResult(lsn: lsn, epoch: epoch, transactionID: lastTransaction, timestampMicros: lastTimestamp, durability: .memory))))
+              AppendResult(
+                lsn: lsn, epoch: epoch, transactionID: lastTransaction, timestampMicros: lastTimestamp,
+                durability: .memory))))
         unanswered = index + 1
       }
       try writeBuffer(at: bufferStart)
@@ -537,7 +585,10 @@ public final class WriteAheadLog: @unchecked Sendable {
       let failure = WALError.failed("\(error)")
       logger.critical("write-ahead log stopped", metadata: ["error": "\(error)", "lsn": "\(syncedThrough)"])
       stop(with: failure)
-      for index in unanswered..<batch.count { outcomes.append(Acknowledgement(continuation: batch[index].continuation, result: .success(placeholder))) }
+      for index in unanswered..<batch.count {
+        outcomes.append(
+          Acknowledgement(continuation: batch[index].continuation, result: .success(placeholder)))
+      }
       for outcome in outcomes {
         // Records framed in this batch may or may not be on disk: their outcome is unknown.
         if case .failure(let error) = outcome.result {
@@ -555,7 +606,10 @@ public final class WriteAheadLog: @unchecked Sendable {
       }
     }
     let acknowledgeStart = monotonicNanoseconds()
-    defer { statistics.acknowledgeNanoseconds.add(Int(monotonicNanoseconds() - acknowledgeStart), ordering: .relaxed) }
+    defer {
+      statistics.acknowledgeNanoseconds.add(
+        Int(monotonicNanoseconds() - acknowledgeStart), ordering: .relaxed)
+    }
     for index in outcomes.indices {
       if case .success(var result) = outcomes[index].result {
         result.durability = result.lsn <= syncedThrough ? .local : .memory
@@ -607,7 +661,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
     let header = SegmentHeader(clusterID: clusterID, firstLSN: nextLSN, epoch: epoch, chainSeedCRC: lastCRC)
     let next = try Self.createSegment(
-      header, layout: layout, segmentBytes: options.segmentBytes, zeroFill: options.zeroFillSegments, fileSystem: fileSystem,
+      header, layout: layout, segmentBytes: options.segmentBytes, zeroFill: options.zeroFillSegments,
+      fileSystem: fileSystem,
       spare: preparer?.takeSpare())
     writer.file.close()
     writer = next
@@ -615,7 +670,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     lock.withLock {
       segments.append(
         SegmentSummary(
-          name: next.name, header: header, lastLSN: last, endOffset: Int64(SegmentHeader.size), lastCRC: lastCRC,
+          name: next.name, header: header, lastLSN: last, endOffset: Int64(SegmentHeader.size),
+          lastCRC: lastCRC,
           fileSize: Int64(options.segmentBytes)))
     }
     logger.debug("started a new segment", metadata: ["file": "\(next.name)", "lsn": "\(nextLSN)"])

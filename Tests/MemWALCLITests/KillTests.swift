@@ -42,7 +42,9 @@ import Testing
     buffer.append(reader.readDataToEndOfFile())
     parseAcks(&buffer, into: &acknowledged)
 
-    let logDirectory = try FileManager.default.contentsOfDirectory(atPath: scratch.path).first { $0.hasPrefix("wal-8-writers-") }
+    let logDirectory = try FileManager.default.contentsOfDirectory(atPath: scratch.path).first {
+      $0.hasPrefix("wal-8-writers-")
+    }
     let log = scratch.url.appendingPathComponent(try #require(logDirectory)).path
     var verify = try runMemwal(["wal", "verify", log])
     if verify.status == 1 {

@@ -3,7 +3,9 @@ import Testing
 
 /// The `memwal` binary built next to this test bundle.
 func memwalBinary() throws -> URL {
-  if let override = ProcessInfo.processInfo.environment["MEMWAL_BINARY"] { return URL(fileURLWithPath: override) }
+  if let override = ProcessInfo.processInfo.environment["MEMWAL_BINARY"] {
+    return URL(fileURLWithPath: override)
+  }
   let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
   var directory = bundle.deletingLastPathComponent()
   for _ in 0..<4 {

@@ -11,8 +11,11 @@ import Testing
     options.maximumRecordBytes = 8 << 10
     let (log, _) = try WriteAheadLog.open(directory: path, options: options)
     for index in 0..<count {
-      let operation = WALOperation(kind: .insert, target: .memory, id: "m\(index)", after: [UInt8](repeating: 7, count: 700))
-      _ = try await log.append(WALTransaction(namespace: "agents", operations: [operation], idempotencyKey: index == 0 ? "first" : nil))
+      let operation = WALOperation(
+        kind: .insert, target: .memory, id: "m\(index)", after: [UInt8](repeating: 7, count: 700))
+      _ = try await log.append(
+        WALTransaction(
+          namespace: "agents", operations: [operation], idempotencyKey: index == 0 ? "first" : nil))
     }
     _ = try await log.appendEpochChange(to: Epoch(2), leader: "n2")
     await log.close()
@@ -26,7 +29,9 @@ import Testing
     #expect(text.status == 0, "\(text.stderr)")
     let lines = text.stdout.split(separator: "\n")
     #expect(lines.count == 301)
-    #expect(lines[0].hasPrefix("lsn=1 epoch=1 txn=1 time=") && lines[0].contains("namespace=agents idempotency_key=first ops=1: insert memory m0"))
+    #expect(
+      lines[0].hasPrefix("lsn=1 epoch=1 txn=1 time=")
+        && lines[0].contains("namespace=agents idempotency_key=first ops=1: insert memory m0"))
     #expect(lines[300].contains("lsn=301 epoch=2") && lines[300].contains("epoch-change from=1 leader=n2"))
 
     let json = try runMemwal(["wal", "dump", scratch.path + "/wal", "--from-lsn", "290", "--json"])
@@ -47,7 +52,9 @@ import Testing
     #expect(try runMemwal(["wal", "verify", scratch.path]).status == 0)
     // Tear the last record: garbage over its second half.
     let walDirectory = scratch.url.appendingPathComponent("wal")
-    let last = try FileManager.default.contentsOfDirectory(atPath: walDirectory.path).filter { $0.hasSuffix(".wal") }.sorted().last!
+    let last = try FileManager.default.contentsOfDirectory(atPath: walDirectory.path).filter {
+      $0.hasSuffix(".wal")
+    }.sorted().last!
     let dump = try runMemwal(["wal", "dump", scratch.path, "--json"])
     let lastLSN = dump.stdout.split(separator: "\n").count
     var offsets: [Int64] = []
@@ -65,8 +72,11 @@ import Testing
     #expect(torn.stderr.contains(last) && torn.stderr.contains("byte \(offsets.last!)"))
     let repaired = try runMemwal(["wal", "repair", scratch.path])
     #expect(repaired.status == 0, "\(repaired.stderr)")
-    #expect(repaired.stdout.contains("cut the torn tail of \(last)") && repaired.stdout.contains("ends at LSN \(lastLSN - 1)"))
-    #expect(FileManager.default.fileExists(atPath: walDirectory.appendingPathComponent(last + ".broken").path))
+    #expect(
+      repaired.stdout.contains("cut the torn tail of \(last)")
+        && repaired.stdout.contains("ends at LSN \(lastLSN - 1)"))
+    #expect(
+      FileManager.default.fileExists(atPath: walDirectory.appendingPathComponent(last + ".broken").path))
     #expect(try runMemwal(["wal", "verify", scratch.path]).status == 0)
   }
 
@@ -75,7 +85,9 @@ import Testing
     defer { scratch.remove() }
     try await Self.makeLog(at: scratch.path, count: 300)
     let walDirectory = scratch.url.appendingPathComponent("wal")
-    let first = try FileManager.default.contentsOfDirectory(atPath: walDirectory.path).filter { $0.hasSuffix(".wal") }.sorted().first!
+    let first = try FileManager.default.contentsOfDirectory(atPath: walDirectory.path).filter {
+      $0.hasSuffix(".wal")
+    }.sorted().first!
     let handle = try FileHandle(forUpdating: walDirectory.appendingPathComponent(first))
     try handle.seek(toOffset: 5000)
     handle.write(Data([0xFF, 0x00, 0xFF]))

@@ -17,7 +17,8 @@ import Testing
       let whole = CRC32C.checksum(bytes)
       #expect(whole == CRC32C.portableChecksum(bytes), "length \(length)")
       let cut = length / 3
-      #expect(CRC32C.checksum(Array(bytes[cut...]), extending: CRC32C.checksum(Array(bytes[..<cut]))) == whole)
+      #expect(
+        CRC32C.checksum(Array(bytes[cut...]), extending: CRC32C.checksum(Array(bytes[..<cut]))) == whole)
       // Unaligned start.
       if length > 1 { #expect(CRC32C.checksum(bytes[1...]) == CRC32C.portableChecksum(Array(bytes[1...]))) }
     }

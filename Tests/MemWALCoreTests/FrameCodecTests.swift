@@ -10,14 +10,21 @@ import Testing
       let operations = (0..<Int.random(in: 1...4, using: &generator)).map { index -> WALOperation in
         let kind = OperationKind.allCases.randomElement(using: &generator)!
         let target = TargetType.allCases.randomElement(using: &generator)!
-        let before = kind == .insert ? nil : randomBytes(Int.random(in: 0...50, using: &generator), &generator)
+        let before =
+          kind == .insert ? nil : randomBytes(Int.random(in: 0...50, using: &generator), &generator)
         let after = kind == .delete ? nil : randomBytes(Int.random(in: 0...50, using: &generator), &generator)
-        return WALOperation(kind: kind, target: target, id: "k\(lsn)-\(index)-é", before: before, after: after)
+        return WALOperation(
+          kind: kind, target: target, id: "k\(lsn)-\(index)-é", before: before, after: after)
       }
-      payload = .transaction(WALTransaction(namespace: "ns-\(lsn % 3)", operations: operations, idempotencyKey: lsn % 2 == 0 ? "key-\(lsn)" : nil))
+      payload = .transaction(
+        WALTransaction(
+          namespace: "ns-\(lsn % 3)", operations: operations,
+          idempotencyKey: lsn % 2 == 0 ? "key-\(lsn)" : nil))
     }
     let epoch: Epoch = if case .epochChange = payload { Epoch(2) } else { Epoch(1) }
-    return WALRecord(lsn: LSN(lsn), epoch: epoch, transactionID: TransactionID(lsn), timestampMicros: Int64(lsn) * 10, payload: payload)
+    return WALRecord(
+      lsn: LSN(lsn), epoch: epoch, transactionID: TransactionID(lsn), timestampMicros: Int64(lsn) * 10,
+      payload: payload)
   }
 
   static func randomBytes(_ count: Int, _ generator: inout SeededGenerator) -> [UInt8] {
@@ -34,7 +41,8 @@ import Testing
     for lsn in 1...UInt64(count) {
       let record = randomRecord(lsn: lsn, using: &generator)
       let (frame, crc) = WALFrame.encode(
-        record: record, encodedPayload: WALFrame.encodePayload(record.payload), previousCRC: previous, syncedThroughLSN: LSN(lsn - 1))
+        record: record, encodedPayload: WALFrame.encodePayload(record.payload), previousCRC: previous,
+        syncedThroughLSN: LSN(lsn - 1))
       bytes += frame
       ends.append(bytes.count)
       records.append(record)
@@ -48,7 +56,9 @@ import Testing
     var offset = 0
     var previous: UInt32 = 0
     for record in records {
-      let frame = try bytes.withUnsafeBytes { try WALFrame.decode(UnsafeRawBufferPointer(rebasing: $0[offset...])).get() }
+      let frame = try bytes.withUnsafeBytes {
+        try WALFrame.decode(UnsafeRawBufferPointer(rebasing: $0[offset...])).get()
+      }
       #expect(frame.record == record)
       #expect(frame.previousCRC == previous)
       #expect(frame.syncedThroughLSN == LSN(record.lsn.rawValue - 1))
@@ -60,10 +70,15 @@ import Testing
   }
 
   @Test func smallestOperationRoundTrips() throws {
-    let transaction = WALTransaction(namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "a")])
+    let transaction = WALTransaction(
+      namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "a")])
     try WALFrame.validate(.transaction(transaction))
-    let record = WALRecord(lsn: LSN(1), epoch: Epoch(1), transactionID: TransactionID(1), timestampMicros: 1, payload: .transaction(transaction))
-    let (frame, _) = WALFrame.encode(record: record, encodedPayload: WALFrame.encodePayload(record.payload), previousCRC: 0, syncedThroughLSN: .zero)
+    let record = WALRecord(
+      lsn: LSN(1), epoch: Epoch(1), transactionID: TransactionID(1), timestampMicros: 1,
+      payload: .transaction(transaction))
+    let (frame, _) = WALFrame.encode(
+      record: record, encodedPayload: WALFrame.encodePayload(record.payload), previousCRC: 0,
+      syncedThroughLSN: .zero)
     let decoded = try frame.withUnsafeBytes { try WALFrame.decode($0).get() }
     #expect(decoded.record == record)
   }
@@ -76,21 +91,29 @@ import Testing
       var offset = 0
       var decoded = 0
       prefix.withUnsafeBytes { raw in
-        while offset < raw.count, case .success(let frame) = WALFrame.decode(UnsafeRawBufferPointer(rebasing: raw[offset...])) {
+        while offset < raw.count,
+          case .success(let frame) = WALFrame.decode(UnsafeRawBufferPointer(rebasing: raw[offset...]))
+        {
           #expect(frame.record == records[decoded], "cut \(cut)")
           offset += frame.encodedSize
           decoded += 1
         }
       }
       // Frames whose body is complete are decoded even if their padding was cut.
-      let expected = ends.filter { end in end <= cut || (end - cut < WALFormat.frameAlignment && bodyComplete(bytes, frameEnd: end, cut: cut, ends: ends)) }.count
+      let expected = ends.filter { end in
+        end <= cut
+          || (end - cut < WALFormat.frameAlignment
+            && bodyComplete(bytes, frameEnd: end, cut: cut, ends: ends))
+      }.count
       #expect(decoded == expected, "cut at \(cut): decoded \(decoded), expected \(expected)")
     }
   }
 
   private func bodyComplete(_ bytes: [UInt8], frameEnd: Int, cut: Int, ends: [Int]) -> Bool {
     let start = ends.last(where: { $0 < frameEnd }) ?? 0
-    let length = bytes.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: start, as: UInt32.self).littleEndian) }
+    let length = bytes.withUnsafeBytes {
+      Int($0.loadUnaligned(fromByteOffset: start, as: UInt32.self).littleEndian)
+    }
     return start + 8 + length <= cut
   }
 
@@ -104,7 +127,9 @@ import Testing
       if round % 2 == 0 && length >= 8 {
         // Plausible lengths get past the first check and exercise the rest.
         let bodyLength = UInt32.random(in: 48...UInt32(max(48, length)), using: &generator)
-        withUnsafeBytes(of: bodyLength.littleEndian) { for (index, byte) in $0.enumerated() { bytes[index] = byte } }
+        withUnsafeBytes(of: bodyLength.littleEndian) {
+          for (index, byte) in $0.enumerated() { bytes[index] = byte }
+        }
       }
       if case .success = bytes.withUnsafeBytes({ WALFrame.decode($0) }) { accepted += 1 }
     }
@@ -135,7 +160,9 @@ import Testing
       WALTransaction(namespace: long, operations: [WALOperation(kind: .delete, target: .memory, id: "a")]),
       WALTransaction(namespace: "n", operations: []),
       WALTransaction(namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "")]),
-      WALTransaction(namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "a")], idempotencyKey: ""),
+      WALTransaction(
+        namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "a")],
+        idempotencyKey: ""),
     ]
     for transaction in cases {
       #expect(throws: WALInputError.self) { try WALFrame.validate(.transaction(transaction)) }
@@ -146,7 +173,9 @@ import Testing
     let bytes: [UInt8] = [1, 2, 3]
     bytes.withUnsafeBytes { raw in
       var reader = ByteReader(raw)
-      #expect(throws: ByteDecodingError.truncated(offset: 0, needed: 4, available: 3)) { try reader.read(UInt32.self) }
+      #expect(throws: ByteDecodingError.truncated(offset: 0, needed: 4, available: 3)) {
+        try reader.read(UInt32.self)
+      }
       #expect((try? reader.read(UInt16.self)) == 0x0201)
       #expect(throws: ByteDecodingError.self) { try reader.readBytes(2) }
       #expect(throws: ByteDecodingError.self) { try reader.readBytes(-1) }

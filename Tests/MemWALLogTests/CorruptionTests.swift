@@ -9,7 +9,8 @@ import Testing
   /// A closed log of `count` records, each acknowledged at `local`, in 8 KiB segments.
   static func makeLog(count: Int = 120) async throws -> SimulatedFileSystem {
     let disk = SimulatedFileSystem()
-    let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     for index in 0..<count { _ = try await log.append(makeTransaction(writer: 0, index: index)) }
     await log.close()
     return disk
@@ -34,7 +35,9 @@ import Testing
   static func snapshot(_ disk: SimulatedFileSystem) throws -> [String: [UInt8]] {
     var files: [String: [UInt8]] = [:]
     for directory in ["/data/wal", "/data/checkpoints"] {
-      for name in try disk.contentsOfDirectory(directory) { files[directory + "/" + name] = disk.contents(of: directory + "/" + name) }
+      for name in try disk.contentsOfDirectory(directory) {
+        files[directory + "/" + name] = disk.contents(of: directory + "/" + name)
+      }
     }
     return files
   }
@@ -43,7 +46,8 @@ import Testing
   static func expectCorruption(_ disk: SimulatedFileSystem) throws -> WALCorruption {
     let before = try snapshot(disk)
     do {
-      let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
+      let (log, _) = try WriteAheadLog.open(
+        directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
       Issue.record("open succeeded on a corrupt log (last LSN \(log.positions.flushed.value))")
       throw CancellationError()
     } catch let corruption as WALCorruption {
@@ -84,7 +88,9 @@ import Testing
       Issue.record("expected corruption, got \(error)")
       return
     }
-    #expect(error.file == last && error.offset == victim.offset && error.lastGoodLSN == LSN(victim.lsn.rawValue - 1))
+    #expect(
+      error.file == last && error.offset == victim.offset && error.lastGoodLSN == LSN(victim.lsn.rawValue - 1)
+    )
     // The damaged length field is caught too: later frames prove the record had been synced.
     let disk2 = try await Self.makeLog()
     Self.flipByte(disk2, "/data/wal/\(last)", at: Int(victim.offset) + 1)
@@ -126,7 +132,8 @@ import Testing
 
   @Test func corruptNewestCheckpointFallsBackToTheOlderOne() async throws {
     let disk = SimulatedFileSystem()
-    var (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
+    var (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     for index in 0..<80 { _ = try await log.append(makeTransaction(writer: 0, index: index)) }
     try log.writeCheckpoint(at: LSN(30), payload: Array("thirty".utf8))
     try log.writeCheckpoint(at: LSN(60), payload: Array("sixty".utf8))
@@ -136,7 +143,8 @@ import Testing
     Self.flipByte(disk, newest, at: 70)
     let logs = CollectedLogs()
     let recovery: WriteAheadLog.Recovery
-    (log, recovery) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk, logger: makeLogger(logs))
+    (log, recovery) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: makeLogger(logs))
     #expect(recovery.checkpoint?.lsn == LSN(30))
     #expect(recovery.checkpoint?.payload == Array("thirty".utf8))
     #expect(recovery.rejectedCheckpoints == [LogFileNames.checkpoint(lsn: LSN(60))])
@@ -154,10 +162,13 @@ import Testing
     let path = "/data/wal/\(last.segment)"
     // Cut the last frame in half and leave some garbage behind it, as a torn write would.
     var bytes = disk.contents(of: path)!
-    for index in (Int(last.offset) + 40)..<(Int(last.offset) + 400) { bytes[index] = UInt8(truncatingIfNeeded: index &* 13) }
+    for index in (Int(last.offset) + 40)..<(Int(last.offset) + 400) {
+      bytes[index] = UInt8(truncatingIfNeeded: index &* 13)
+    }
     disk.overwrite(path, with: bytes)
     let logs = CollectedLogs()
-    let (log, recovery) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk, logger: makeLogger(logs))
+    let (log, recovery) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: makeLogger(logs))
     #expect(recovery.truncatedTail?.offset == last.offset)
     #expect(recovery.truncatedTail?.lastGoodLSN == LSN(9))
     #expect(recovery.lastLSN == LSN(9))
@@ -165,7 +176,8 @@ import Testing
     let next = try await log.append(makeTransaction(writer: 1, index: 0))
     #expect(next.lsn == LSN(10))
     await log.close()
-    let (again, second) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
+    let (again, second) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     #expect(second.truncatedTail == nil && second.lastLSN == LSN(10))
     #expect(try allRecords(again).last.flatMap(identity) == "w1-0")
     await again.close()
@@ -174,8 +186,11 @@ import Testing
   @Test func checkpointAheadOfTheLogIsRefused() async throws {
     let disk = try await Self.makeLog(count: 20)
     // A checkpoint claiming LSN 500 when the log ends at 20: the log lost records the stores saw.
-    let checkpoint = Checkpoint(lsn: LSN(500), epoch: Epoch(1), timestampMicros: 1, lastTransactionID: TransactionID(500), epochHistory: [], payload: [])
-    _ = try CheckpointStore(directory: "/data/checkpoints", fileSystem: disk).write(checkpoint, clusterID: smallOptions().clusterID!)
+    let checkpoint = Checkpoint(
+      lsn: LSN(500), epoch: Epoch(1), timestampMicros: 1, lastTransactionID: TransactionID(500),
+      epochHistory: [], payload: [])
+    _ = try CheckpointStore(directory: "/data/checkpoints", fileSystem: disk).write(
+      checkpoint, clusterID: smallOptions().clusterID!)
     let error = try Self.expectCorruption(disk)
     guard case .checkpointGap = error.kind else {
       Issue.record("expected a checkpoint gap, got \(error)")

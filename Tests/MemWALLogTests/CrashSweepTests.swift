@@ -19,10 +19,18 @@ import Testing
   }
 
   static let scenarios = [
-    Scenario(name: "small segments, checkpoints and retention", segmentBytes: 4 << 10, maximumBatchBytes: 64 << 10, checkpointEvery: 40, archive: false, memoryEvery: nil),
-    Scenario(name: "tiny batches, archive", segmentBytes: 12 << 10, maximumBatchBytes: 400, checkpointEvery: 70, archive: true, memoryEvery: nil),
-    Scenario(name: "mixed memory and local durability", segmentBytes: 6 << 10, maximumBatchBytes: 2 << 10, checkpointEvery: nil, archive: false, memoryEvery: 3),
-    Scenario(name: "one record per batch, frequent checkpoints", segmentBytes: 5 << 10, maximumBatchBytes: 200, checkpointEvery: 25, archive: false, memoryEvery: 7),
+    Scenario(
+      name: "small segments, checkpoints and retention", segmentBytes: 4 << 10, maximumBatchBytes: 64 << 10,
+      checkpointEvery: 40, archive: false, memoryEvery: nil),
+    Scenario(
+      name: "tiny batches, archive", segmentBytes: 12 << 10, maximumBatchBytes: 400, checkpointEvery: 70,
+      archive: true, memoryEvery: nil),
+    Scenario(
+      name: "mixed memory and local durability", segmentBytes: 6 << 10, maximumBatchBytes: 2 << 10,
+      checkpointEvery: nil, archive: false, memoryEvery: 3),
+    Scenario(
+      name: "one record per batch, frequent checkpoints", segmentBytes: 5 << 10, maximumBatchBytes: 200,
+      checkpointEvery: 25, archive: false, memoryEvery: 7),
   ]
 
   static let writers = 8
@@ -47,15 +55,21 @@ import Testing
   /// Runs the workload until it finishes or the disk "crashes"; never throws.
   static func runWorkload(_ scenario: Scenario, disk: SimulatedFileSystem) async -> Observed {
     let observed = Observed()
-    guard let (log, _) = try? WriteAheadLog.open(directory: "/data", options: options(scenario), fileSystem: disk, logger: quietLogger) else {
+    guard
+      let (log, _) = try? WriteAheadLog.open(
+        directory: "/data", options: options(scenario), fileSystem: disk, logger: quietLogger)
+    else {
       return observed
     }
     await withTaskGroup(of: Void.self) { group in
       for writer in 0..<writers {
         group.addTask {
           for index in 0..<perWriter {
-            let durability: Durability = scenario.memoryEvery.map { index % $0 == 0 } == true ? .memory : .local
-            guard let result = try? await log.append(makeTransaction(writer: writer, index: index, payloadBytes: 100), durability: durability)
+            let durability: Durability =
+              scenario.memoryEvery.map { index % $0 == 0 } == true ? .memory : .local
+            guard
+              let result = try? await log.append(
+                makeTransaction(writer: writer, index: index, payloadBytes: 100), durability: durability)
             else { return }
             let count = observed.acknowledged.withLock { acknowledged in
               acknowledged["w\(writer)-\(index)"] = result
@@ -83,7 +97,8 @@ import Testing
   static func verifyRecovery(
     _ image: SimulatedFileSystem, scenario: Scenario, observed: Observed, context: String
   ) async throws {
-    let (log, recovery) = try WriteAheadLog.open(directory: "/data", options: options(scenario), fileSystem: image, logger: quietLogger)
+    let (log, recovery) = try WriteAheadLog.open(
+      directory: "/data", options: options(scenario), fileSystem: image, logger: quietLogger)
     let start = recovery.checkpoint?.lsn ?? .zero
     if let checkpoint = recovery.checkpoint {
       #expect(checkpoint.payload == checkpointPayload(checkpoint.lsn), "\(context): checkpoint payload")
@@ -100,7 +115,9 @@ import Testing
     for (id, ack) in observed.acknowledged.withLock({ $0 }) {
       if ack.lsn <= start { continue }  // covered by the checkpoint, which is at or past it
       if ack.durability >= .local {
-        #expect(byLSN[ack.lsn] == id, "\(context): acknowledged \(id) at LSN \(ack.lsn) lost (recovered through \(recovery.lastLSN))")
+        #expect(
+          byLSN[ack.lsn] == id,
+          "\(context): acknowledged \(id) at LSN \(ack.lsn) lost (recovered through \(recovery.lastLSN))")
       } else if let found = byLSN[ack.lsn] {
         #expect(found == id, "\(context): LSN \(ack.lsn) holds \(found), acknowledged as \(id)")
       }
@@ -109,7 +126,8 @@ import Testing
     let next = try await log.append(makeTransaction(writer: 99, index: 0))
     #expect(next.lsn == recovery.lastLSN.next, "\(context): next LSN")
     await log.close()
-    let (again, second) = try WriteAheadLog.open(directory: "/data", options: options(scenario), fileSystem: image, logger: quietLogger)
+    let (again, second) = try WriteAheadLog.open(
+      directory: "/data", options: options(scenario), fileSystem: image, logger: quietLogger)
     #expect(second.lastLSN == next.lsn && second.truncatedTail == nil, "\(context): second recovery")
     await again.close()
   }
@@ -132,9 +150,12 @@ import Testing
         crashPoints += 1
         for (modeIndex, mode) in SimulatedFileSystem.CrashMode.allCases.enumerated() {
           let seed = UInt64(scenarioIndex * 1_000_003 + point * 7 + modeIndex)
-          let context = "scenario '\(scenario.name)', crash at operation \(point) of ~\(operations), \(mode), seed \(seed)"
+          let context =
+            "scenario '\(scenario.name)', crash at operation \(point) of ~\(operations), \(mode), seed \(seed)"
           do {
-            try await Self.verifyRecovery(disk.crashImage(mode: mode, seed: seed), scenario: scenario, observed: observed, context: context)
+            try await Self.verifyRecovery(
+              disk.crashImage(mode: mode, seed: seed), scenario: scenario, observed: observed,
+              context: context)
           } catch {
             Issue.record("\(context): recovery failed: \(error)")
           }
@@ -162,7 +183,8 @@ import Testing
       disk.crashNow()
       let context = "I/O error at operation \(point)"
       do {
-        try await Self.verifyRecovery(disk.crashImage(mode: .dropUnsynced), scenario: scenario, observed: observed, context: context)
+        try await Self.verifyRecovery(
+          disk.crashImage(mode: .dropUnsynced), scenario: scenario, observed: observed, context: context)
       } catch {
         Issue.record("\(context): recovery failed: \(error)")
       }

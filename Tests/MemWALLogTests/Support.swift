@@ -8,10 +8,14 @@ import Synchronization
 /// A transaction whose content identifies it: writer `writer`, sequence number `index`.
 func makeTransaction(writer: Int, index: Int, payloadBytes: Int = 120) -> WALTransaction {
   var image = [UInt8](repeating: 0, count: payloadBytes)
-  for position in image.indices { image[position] = UInt8(truncatingIfNeeded: writer &* 31 &+ index &* 7 &+ position) }
+  for position in image.indices {
+    image[position] = UInt8(truncatingIfNeeded: writer &* 31 &+ index &* 7 &+ position)
+  }
   return WALTransaction(
     namespace: "agents",
-    operations: [WALOperation(kind: .insert, target: .memory, id: "w\(writer)-\(index)", before: nil, after: image)])
+    operations: [
+      WALOperation(kind: .insert, target: .memory, id: "w\(writer)-\(index)", before: nil, after: image)
+    ])
 }
 
 /// The identity of a logged transaction, as `makeTransaction` made it.
@@ -52,7 +56,8 @@ struct CollectingHandler: LogHandler {
   func log(event: LogEvent) {
     let level = event.level
     let message = event.message
-    let fields = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+    let fields = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(
+      separator: " ")
     sink.lines.withLock { $0.append("\(level) \(message) \(fields)") }
   }
 }

@@ -6,7 +6,8 @@ import Testing
 @Suite struct WriteAheadLogTests {
   @Test func appendsAreReadBackInOrderAndSurviveReopen() async throws {
     let disk = SimulatedFileSystem()
-    var (log, recovery) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
+    var (log, recovery) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk)
     #expect(recovery.isNewLog)
     var acknowledged: [WriteAheadLog.AppendResult] = []
     for index in 0..<50 {
@@ -14,7 +15,8 @@ import Testing
     }
     #expect(acknowledged.map(\.lsn.rawValue) == Array(1...50))
     #expect(acknowledged.allSatisfy { $0.durability == .local && $0.epoch == Epoch(1) })
-    #expect(zip(acknowledged, acknowledged.dropFirst()).allSatisfy { $0.timestampMicros < $1.timestampMicros })
+    #expect(
+      zip(acknowledged, acknowledged.dropFirst()).allSatisfy { $0.timestampMicros < $1.timestampMicros })
     #expect(zip(acknowledged, acknowledged.dropFirst()).allSatisfy { $0.transactionID < $1.transactionID })
     #expect(log.segmentNames.count > 1, "8 KiB segments must roll")
     await log.close()
@@ -34,13 +36,16 @@ import Testing
 
   @Test func concurrentWritersShareFsyncs() async throws {
     let disk = SimulatedFileSystem()
-    let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
     let syncsBefore = disk.count(of: .sync)
     let results = try await withThrowingTaskGroup(of: [WriteAheadLog.AppendResult].self) { group in
       for writer in 0..<16 {
         group.addTask {
           var mine: [WriteAheadLog.AppendResult] = []
-          for index in 0..<25 { mine.append(try await log.append(makeTransaction(writer: writer, index: index))) }
+          for index in 0..<25 {
+            mine.append(try await log.append(makeTransaction(writer: writer, index: index)))
+          }
           return mine
         }
       }
@@ -62,7 +67,8 @@ import Testing
 
   @Test func memoryDurabilityDoesNotSync() async throws {
     let disk = SimulatedFileSystem()
-    let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
     let syncsBefore = disk.count(of: .sync)
     let result = try await log.append(makeTransaction(writer: 0, index: 0), durability: .memory)
     #expect(result.durability == .memory)
@@ -77,7 +83,8 @@ import Testing
     _ = try await log.append(makeTransaction(writer: 0, index: 2), durability: .memory)
     let image = disk.crashImage(mode: .dropUnsynced)
     await log.close()
-    let (reopened, recovery) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: image)
+    let (reopened, recovery) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: image)
     #expect(recovery.lastLSN == LSN(2))
     await reopened.close()
   }
@@ -93,7 +100,10 @@ import Testing
     await #expect(throws: WALError.staleEpoch(current: Epoch(3), requested: Epoch(2))) {
       try await log.appendEpochChange(to: Epoch(2), leader: "n1")
     }
-    #expect(log.epochHistory == [EpochStart(epoch: Epoch(1), firstLSN: LSN(1)), EpochStart(epoch: Epoch(3), firstLSN: LSN(2))])
+    #expect(
+      log.epochHistory == [
+        EpochStart(epoch: Epoch(1), firstLSN: LSN(1)), EpochStart(epoch: Epoch(3), firstLSN: LSN(2)),
+      ])
     await log.close()
     (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
     #expect(log.currentEpoch == Epoch(3))
@@ -107,15 +117,23 @@ import Testing
     let disk = SimulatedFileSystem()
     let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
     let huge = WALTransaction(
-      namespace: "agents", operations: [WALOperation(kind: .insert, target: .memory, id: "x", after: [UInt8](repeating: 1, count: 4096))])
+      namespace: "agents",
+      operations: [
+        WALOperation(kind: .insert, target: .memory, id: "x", after: [UInt8](repeating: 1, count: 4096))
+      ])
     await #expect(throws: WALError.self) { try await log.append(huge) }
     await #expect(throws: WALError.invalidInput(.invalid(field: "namespace", reason: "must not be empty"))) {
-      try await log.append(WALTransaction(namespace: "", operations: [WALOperation(kind: .delete, target: .memory, id: "a")]))
+      try await log.append(
+        WALTransaction(namespace: "", operations: [WALOperation(kind: .delete, target: .memory, id: "a")]))
     }
-    await #expect(throws: WALError.self) { try await log.append(WALTransaction(namespace: "a", operations: [])) }
+    await #expect(throws: WALError.self) {
+      try await log.append(WALTransaction(namespace: "a", operations: []))
+    }
     let longID = String(repeating: "x", count: WALFormat.maximumNameBytes + 1)
     await #expect(throws: WALError.self) {
-      try await log.append(WALTransaction(namespace: "a", operations: [WALOperation(kind: .delete, target: .memory, id: longID)]))
+      try await log.append(
+        WALTransaction(namespace: "a", operations: [WALOperation(kind: .delete, target: .memory, id: longID)])
+      )
     }
     #expect(log.positions.written.value == .zero)
     let ok = try await log.append(makeTransaction(writer: 0, index: 0))
@@ -125,7 +143,8 @@ import Testing
 
   @Test func fsyncFailureStopsTheLogForGood() async throws {
     let disk = SimulatedFileSystem()
-    let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
     _ = try await log.append(makeTransaction(writer: 0, index: 0))
     disk.setFaultPlan(.init(operationIndex: 1, fault: .ioError, kinds: [.sync]))
     await #expect(throws: WALError.self) { try await log.append(makeTransaction(writer: 0, index: 1)) }
@@ -154,7 +173,8 @@ import Testing
     #expect(throws: WALError.self) { try log.writeCheckpoint(at: LSN(61), payload: [1]) }
     try log.writeCheckpoint(at: LSN(20), payload: Array("state@20".utf8))
     _ = try log.retireSegments(below: LSN(1000))
-    #expect(LogFileNames.segmentLSN(log.segmentNames.first!)! <= LSN(21), "records after checkpoint 20 must stay")
+    #expect(
+      LogFileNames.segmentLSN(log.segmentNames.first!)! <= LSN(21), "records after checkpoint 20 must stay")
     try log.writeCheckpoint(at: LSN(40), payload: Array("state@40".utf8))
     try log.writeCheckpoint(at: LSN(50), payload: Array("state@50".utf8))
     #expect(log.checkpointLSNs == [LSN(50), LSN(40)])
@@ -166,7 +186,8 @@ import Testing
     #expect(remainingFirst <= LSN(41))
     #expect(segmentsBefore.count == log.segmentNames.count + retired.count)
     let checkpointFiles = try disk.contentsOfDirectory("/data/checkpoints")
-    #expect(checkpointFiles == [LogFileNames.checkpoint(lsn: LSN(40)), LogFileNames.checkpoint(lsn: LSN(50))])
+    #expect(
+      checkpointFiles == [LogFileNames.checkpoint(lsn: LSN(40)), LogFileNames.checkpoint(lsn: LSN(50))])
     await log.close()
 
     let recovery: WriteAheadLog.Recovery
@@ -196,12 +217,15 @@ import Testing
 
   @Test func waitingForAnLSN() async throws {
     let disk = SimulatedFileSystem()
-    let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
     await #expect(throws: WALError.timedOut(waitingFor: LSN(5), reached: .zero)) {
       try await log.waitUntil(LSN(5), reaches: .local, timeout: .milliseconds(20))
     }
     async let waiter: Void = log.waitUntil(LSN(3), reaches: .local, timeout: .seconds(30))
-    for index in 0..<3 { _ = try await log.append(makeTransaction(writer: 0, index: index), durability: .memory) }
+    for index in 0..<3 {
+      _ = try await log.append(makeTransaction(writer: 0, index: index), durability: .memory)
+    }
     _ = try await log.append(makeTransaction(writer: 0, index: 3), durability: .local)
     try await waiter
     #expect(log.positions.flushed.value == LSN(4))
@@ -216,7 +240,9 @@ import Testing
     options.segmentBytes = 64 << 10
     options.maximumRecordBytes = 16 << 10
     var (log, _) = try WriteAheadLog.open(directory: directory.path, options: options)
-    for index in 0..<200 { _ = try await log.append(makeTransaction(writer: 3, index: index, payloadBytes: 500)) }
+    for index in 0..<200 {
+      _ = try await log.append(makeTransaction(writer: 3, index: index, payloadBytes: 500))
+    }
     try log.writeCheckpoint(at: LSN(150), payload: [9, 9, 9])
     await log.close()
     let recovery: WriteAheadLog.Recovery

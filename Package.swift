@@ -47,7 +47,9 @@ let package = Package(
     ),
     .testTarget(
       name: "MemWALCLITests",
-      dependencies: ["MemWALCore", "MemWALLog", "MemWALCLI"],
+      dependencies: [
+        "MemWALCore", "MemWALLog", "MemWALCLI", .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: strict
     ),
   ],

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 
 /// The `memwal` binary built next to this test bundle.
@@ -77,3 +78,6 @@ struct ScratchDirectory {
   var path: String { url.path }
   func remove() { try? FileManager.default.removeItem(at: url) }
 }
+
+/// Discards log output.
+let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }

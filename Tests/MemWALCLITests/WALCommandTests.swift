@@ -9,7 +9,7 @@ import Testing
     var options = WriteAheadLog.Options()
     options.segmentBytes = 64 << 10
     options.maximumRecordBytes = 8 << 10
-    let (log, _) = try WriteAheadLog.open(directory: path, options: options)
+    let (log, _) = try WriteAheadLog.open(directory: path, options: options, logger: quietLogger)
     for index in 0..<count {
       let operation = WALOperation(
         kind: .insert, target: .memory, id: "m\(index)", after: [UInt8](repeating: 7, count: 700))

@@ -7,7 +7,7 @@ import Testing
   @Test func appendsAreReadBackInOrderAndSurviveReopen() async throws {
     let disk = SimulatedFileSystem()
     var (log, recovery) = try WriteAheadLog.open(
-      directory: "/data", options: smallOptions(), fileSystem: disk)
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     #expect(recovery.isNewLog)
     var acknowledged: [WriteAheadLog.AppendResult] = []
     for index in 0..<50 {
@@ -21,7 +21,8 @@ import Testing
     #expect(log.segmentNames.count > 1, "8 KiB segments must roll")
     await log.close()
 
-    (log, recovery) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
+    (log, recovery) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     #expect(!recovery.isNewLog)
     #expect(recovery.lastLSN == LSN(50))
     #expect(recovery.truncatedTail == nil)
@@ -37,7 +38,7 @@ import Testing
   @Test func concurrentWritersShareFsyncs() async throws {
     let disk = SimulatedFileSystem()
     let (log, _) = try WriteAheadLog.open(
-      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk, logger: quietLogger)
     let syncsBefore = disk.count(of: .sync)
     let results = try await withThrowingTaskGroup(of: [WriteAheadLog.AppendResult].self) { group in
       for writer in 0..<16 {
@@ -68,7 +69,7 @@ import Testing
   @Test func memoryDurabilityDoesNotSync() async throws {
     let disk = SimulatedFileSystem()
     let (log, _) = try WriteAheadLog.open(
-      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk, logger: quietLogger)
     let syncsBefore = disk.count(of: .sync)
     let result = try await log.append(makeTransaction(writer: 0, index: 0), durability: .memory)
     #expect(result.durability == .memory)
@@ -84,14 +85,15 @@ import Testing
     let image = disk.crashImage(mode: .dropUnsynced)
     await log.close()
     let (reopened, recovery) = try WriteAheadLog.open(
-      directory: "/data", options: smallOptions(), fileSystem: image)
+      directory: "/data", options: smallOptions(), fileSystem: image, logger: quietLogger)
     #expect(recovery.lastLSN == LSN(2))
     await reopened.close()
   }
 
   @Test func epochChangesAreRecordedAndFenced() async throws {
     let disk = SimulatedFileSystem()
-    var (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
+    var (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     _ = try await log.append(makeTransaction(writer: 0, index: 0))
     let change = try await log.appendEpochChange(to: Epoch(3), leader: "n2")
     #expect(change.lsn == LSN(2) && change.epoch == Epoch(3))
@@ -105,7 +107,8 @@ import Testing
         EpochStart(epoch: Epoch(1), firstLSN: LSN(1)), EpochStart(epoch: Epoch(3), firstLSN: LSN(2)),
       ])
     await log.close()
-    (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
+    (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     #expect(log.currentEpoch == Epoch(3))
     #expect(log.epochHistory.map(\.epoch) == [Epoch(1), Epoch(3)])
     let records = try allRecords(log)
@@ -115,7 +118,8 @@ import Testing
 
   @Test func badInputIsRefusedAndChangesNothing() async throws {
     let disk = SimulatedFileSystem()
-    let (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     let huge = WALTransaction(
       namespace: "agents",
       operations: [
@@ -144,7 +148,7 @@ import Testing
   @Test func fsyncFailureStopsTheLogForGood() async throws {
     let disk = SimulatedFileSystem()
     let (log, _) = try WriteAheadLog.open(
-      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk, logger: quietLogger)
     _ = try await log.append(makeTransaction(writer: 0, index: 0))
     disk.setFaultPlan(.init(operationIndex: 1, fault: .ioError, kinds: [.sync]))
     await #expect(throws: WALError.self) { try await log.append(makeTransaction(writer: 0, index: 1)) }
@@ -168,7 +172,8 @@ import Testing
 
   @Test func checkpointsRetentionAndRecoveryFromCheckpoint() async throws {
     let disk = SimulatedFileSystem()
-    var (log, _) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
+    var (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     for index in 0..<60 { _ = try await log.append(makeTransaction(writer: 1, index: index)) }
     #expect(throws: WALError.self) { try log.writeCheckpoint(at: LSN(61), payload: [1]) }
     try log.writeCheckpoint(at: LSN(20), payload: Array("state@20".utf8))
@@ -191,7 +196,8 @@ import Testing
     await log.close()
 
     let recovery: WriteAheadLog.Recovery
-    (log, recovery) = try WriteAheadLog.open(directory: "/data", options: smallOptions(), fileSystem: disk)
+    (log, recovery) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
     #expect(recovery.checkpoint?.lsn == LSN(50))
     #expect(recovery.checkpoint?.payload == Array("state@50".utf8))
     #expect(recovery.lastLSN == LSN(60))
@@ -206,7 +212,8 @@ import Testing
     let disk = SimulatedFileSystem()
     var options = smallOptions()
     options.archiveRetiredSegments = true
-    let (log, _) = try WriteAheadLog.open(directory: "/data", options: options, fileSystem: disk)
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: options, fileSystem: disk, logger: quietLogger)
     for index in 0..<40 { _ = try await log.append(makeTransaction(writer: 2, index: index)) }
     try log.writeCheckpoint(at: LSN(40), payload: [])
     let retired = try log.retireSegments(below: LSN(41))
@@ -218,7 +225,7 @@ import Testing
   @Test func waitingForAnLSN() async throws {
     let disk = SimulatedFileSystem()
     let (log, _) = try WriteAheadLog.open(
-      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk)
+      directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk, logger: quietLogger)
     await #expect(throws: WALError.timedOut(waitingFor: LSN(5), reached: .zero)) {
       try await log.waitUntil(LSN(5), reaches: .local, timeout: .milliseconds(20))
     }
@@ -239,14 +246,14 @@ import Testing
     var options = WriteAheadLog.Options()
     options.segmentBytes = 64 << 10
     options.maximumRecordBytes = 16 << 10
-    var (log, _) = try WriteAheadLog.open(directory: directory.path, options: options)
+    var (log, _) = try WriteAheadLog.open(directory: directory.path, options: options, logger: quietLogger)
     for index in 0..<200 {
       _ = try await log.append(makeTransaction(writer: 3, index: index, payloadBytes: 500))
     }
     try log.writeCheckpoint(at: LSN(150), payload: [9, 9, 9])
     await log.close()
     let recovery: WriteAheadLog.Recovery
-    (log, recovery) = try WriteAheadLog.open(directory: directory.path, options: options)
+    (log, recovery) = try WriteAheadLog.open(directory: directory.path, options: options, logger: quietLogger)
     #expect(recovery.lastLSN == LSN(200))
     #expect(recovery.checkpoint?.lsn == LSN(150))
     #expect(try allRecords(log, from: LSN(151)).count == 50)

@@ -14,6 +14,7 @@ let package = Package(
     .executable(name: "memwal", targets: ["MemWALCLI"]),
     .library(name: "MemWALCore", targets: ["MemWALCore"]),
     .library(name: "MemWALLog", targets: ["MemWALLog"]),
+    .library(name: "MemWALStore", targets: ["MemWALStore"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,16 +31,20 @@ let package = Package(
       dependencies: ["MemWALCore", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strict
     ),
+    // HNSW and exact vector search, filters, the graph store, versions, snapshots.
+    .target(name: "MemWALStore", dependencies: ["MemWALCore"], swiftSettings: strict),
     .executableTarget(
       name: "MemWALCLI",
       dependencies: [
-        "MemWALCore", "MemWALLog",
+        "MemWALCore", "MemWALLog", "MemWALStore",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict
     ),
     .testTarget(name: "MemWALCoreTests", dependencies: ["MemWALCore"], swiftSettings: strict),
+    .testTarget(
+      name: "MemWALStoreTests", dependencies: ["MemWALCore", "MemWALStore"], swiftSettings: strict),
     .testTarget(
       name: "MemWALLogTests",
       dependencies: ["MemWALCore", "MemWALLog", .product(name: "Logging", package: "swift-log")],

@@ -1,6 +1,18 @@
 import MemWALCore
 
 extension WriteAheadLog {
+  /// Up to `limit` records from `lsn` on, no further than the last written: from the in-memory tail
+  /// when it still holds them, else from the segment files.
+  public func records(from lsn: LSN, limit: Int) throws -> [WALRecord] {
+    if let cached = tail.records(from: lsn, limit: limit) { return cached }
+    var found: [WALRecord] = []
+    try readRecords(from: lsn) { record in
+      found.append(record)
+      return found.count < limit
+    }
+    return found
+  }
+
   /// Calls `body` with each record from `lsn` on, in order, up to `through` (default: the last
   /// written LSN). `body` returns false to stop. Reads the segment files, so records retired by
   /// retention are gone.

@@ -35,6 +35,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// Keep a zero-filled spare segment ready on a background thread, so rolling to a new segment
     /// does not stall writers while 64 MiB are zero-filled.
     public var prepareSegmentsInBackground = true
+    /// Bytes of the newest records kept decoded in memory for followers (`tail`).
+    public var tailBytes = 64 << 20
     /// Write real zeros over new segments (after preallocating them). Preallocation alone leaves
     /// "unwritten" extents on ext4 and XFS, and converting them costs a metadata write in every later
     /// `fdatasync`; zero-filling pays that once, at creation, for the price of writing the segment twice.
@@ -105,6 +107,8 @@ public final class WriteAheadLog: @unchecked Sendable {
 
   /// How far the log has been written and fsynced.
   public let positions: LogPositions
+  /// The newest written records, decoded, for followers of the log.
+  public let tail: LogTail
   /// Records, batches, syncs and their time.
   public let statistics = LogStatistics()
   private let preparer: SegmentPreparer?
@@ -119,6 +123,8 @@ public final class WriteAheadLog: @unchecked Sendable {
   private var queuedBytes = 0
   private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
   private var isClosing = false
+  /// Set by `sync()`: the flusher fsyncs what is written even if no writer asked for `local`.
+  private var isSyncRequested = false
   /// While the flusher gathers a batch: how many queued entries it waits for (0 when not gathering).
   private var gatherTarget = 0
   private var isFlusherWaiting = false
@@ -138,18 +144,21 @@ public final class WriteAheadLog: @unchecked Sendable {
   private var epoch: Epoch
   private var syncedThrough: LSN
   private var batchBuffer: [UInt8] = []
+  private var tailPending: [WALRecord] = []
+  private var tailPendingSizes: [Int] = []
 
   // Serializes checkpoints and retention.
   let maintenanceLock = ConditionLock()
   var keptCheckpoints: [LSN]
 
   struct PendingAppend {
-    var recordType: UInt8
+    var value: WALPayload
     var payload: [UInt8]
     var newEpoch: Epoch
     var durability: Durability
     var frameBytes: Int
-    var continuation: CheckedContinuation<Delivery, Never>
+    var ticket: AppendTicket
+    var recordType: UInt8 { value.recordType }
   }
 
   struct SegmentWriter {
@@ -187,6 +196,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         fileSystem: fileSystem, logger: logger)
       : nil
     self.positions = LogPositions(written: scan.lastLSN, flushed: scan.lastLSN)
+    self.tail = LogTail(capacityBytes: options.tailBytes, startLSN: scan.lastLSN.next)
   }
 
   // MARK: opening
@@ -351,19 +361,25 @@ public final class WriteAheadLog: @unchecked Sendable {
   // MARK: appending
 
   /// Appends a transaction and returns once it has reached `durability` on this node (`local` at most;
-  /// stronger levels are `local` here, and replication waits for the rest).
+  /// stronger levels are `local` here, and replication waits for the rest). Waits for room first
+  /// when the queue is full.
   public func append(_ transaction: WALTransaction, durability: Durability = .local) async throws
     -> AppendResult
   {
-    do {
-      try WALFrame.validate(.transaction(transaction))
-    } catch {
-      throw WALError.invalidInput(error)
-    }
+    let payload = try Self.encode(.transaction(transaction))
+    try await waitForRoom(frameBytes: try frameSize(of: payload))
     return try await enqueue(
-      recordType: WALFormat.RecordType.transaction,
-      payload: WALFrame.encodePayload(.transaction(transaction)),
-      newEpoch: .zero, durability: durability)
+      .transaction(transaction), encoded: payload, newEpoch: .zero, durability: durability
+    )
+    .result()
+  }
+
+  /// Queues a transaction and returns at once with its ticket: the transaction's place in the log is
+  /// fixed when this returns, so a caller that holds its own lock around `submit` gets log order equal
+  /// to its own order. Does not wait for room (see `waitForRoom`).
+  public func submit(_ transaction: WALTransaction, durability: Durability = .local) throws -> AppendTicket {
+    let payload = try Self.encode(.transaction(transaction))
+    return try enqueue(.transaction(transaction), encoded: payload, newEpoch: .zero, durability: durability)
   }
 
   /// Records the start of epoch `newEpoch` (led by `leader`); later records carry it. Refused unless
@@ -373,32 +389,39 @@ public final class WriteAheadLog: @unchecked Sendable {
     -> AppendResult
   {
     let change = EpochChange(previousEpoch: .zero, leader: leader)
+    let payload = try Self.encode(.epochChange(change))
+    return try await enqueue(
+      .epochChange(change), encoded: payload, newEpoch: newEpoch, durability: durability
+    )
+    .result()
+  }
+
+  private static func encode(_ payload: WALPayload) throws -> [UInt8] {
     do {
-      try WALFrame.validate(.epochChange(change))
+      try WALFrame.validate(payload)
     } catch {
       throw WALError.invalidInput(error)
     }
-    return try await enqueue(
-      recordType: WALFormat.RecordType.epochChange, payload: WALFrame.encodePayload(.epochChange(change)),
-      newEpoch: newEpoch, durability: durability)
+    return WALFrame.encodePayload(payload)
   }
 
-  private func enqueue(recordType: UInt8, payload: [UInt8], newEpoch: Epoch, durability: Durability)
-    async throws
-    -> AppendResult
-  {
+  private func frameSize(of payload: [UInt8]) throws -> Int {
     let bodyBytes = WALFormat.recordBodyHeaderSize + payload.count
     guard bodyBytes <= options.maximumRecordBytes else {
       throw WALError.invalidInput(.recordTooLarge(bytes: bodyBytes, limit: options.maximumRecordBytes))
     }
-    let frameBytes = WALFormat.aligned(WALFormat.frameHeaderSize + bodyBytes)
+    return WALFormat.aligned(WALFormat.frameHeaderSize + bodyBytes)
+  }
+
+  /// Back-pressure: waits while the queue holds more than `maximumQueuedBytes`.
+  public func waitForRoom(frameBytes: Int = 0) async throws {
     while true {
       let mustWait: Bool = try lock.withLock {
         if let failure { throw failure }
         if isClosing { throw WALError.closed }
         return queuedBytes > 0 && queuedBytes + frameBytes > options.maximumQueuedBytes
       }
-      guard mustWait else { break }
+      guard mustWait else { return }
       await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         let resumeNow = lock.withLock {
           if failure != nil || isClosing || queuedBytes + frameBytes <= options.maximumQueuedBytes {
@@ -410,29 +433,55 @@ public final class WriteAheadLog: @unchecked Sendable {
         if resumeNow { continuation.resume() }
       }
     }
-    let delivery = await withCheckedContinuation { (continuation: CheckedContinuation<Delivery, Never>) in
-      let rejection: WALError? = lock.withLock {
-        if let failure { return failure }
-        if isClosing { return .closed }
-        queue.append(
-          PendingAppend(
-            recordType: recordType, payload: payload, newEpoch: newEpoch, durability: durability,
-            frameBytes: frameBytes,
-            continuation: continuation))
-        queuedBytes += frameBytes
-        enqueued.add(1, ordering: .releasing)
-        let queued = queue.count - queueHead
-        if isFlusherWaiting
-          && (gatherTarget == 0 || queued >= gatherTarget || queuedBytes >= options.maximumBatchBytes)
-        {
-          lock.signal()
-        }
-        return nil
+  }
+
+  private func enqueue(_ value: WALPayload, encoded payload: [UInt8], newEpoch: Epoch, durability: Durability)
+    throws
+    -> AppendTicket
+  {
+    let frameBytes = try frameSize(of: payload)
+    let ticket = AppendTicket()
+    try lock.withLock {
+      if let failure { throw failure }
+      if isClosing { throw WALError.closed }
+      queue.append(
+        PendingAppend(
+          value: value, payload: payload, newEpoch: newEpoch, durability: durability, frameBytes: frameBytes,
+          ticket: ticket))
+      queuedBytes += frameBytes
+      enqueued.add(1, ordering: .releasing)
+      let queued = queue.count - queueHead
+      if isFlusherWaiting
+        && (gatherTarget == 0 || queued >= gatherTarget || queuedBytes >= options.maximumBatchBytes)
+      {
+        lock.signal()
       }
-      if let rejection { Delivery.fail(continuation, with: rejection) }
     }
-    delivery.forward()
-    return try delivery.result.get()
+    return ticket
+  }
+
+  /// Makes everything written so far durable (records appended at `memory` included) and returns
+  /// once it is.
+  public func sync() async throws {
+    let target = positions.written.value
+    guard positions.flushed.value < target else { return }
+    lock.withLock {
+      isSyncRequested = true
+      lock.signal()
+    }
+    try await positions.flushed.wait(for: target)
+  }
+
+  private func syncWritten() {
+    let last = LSN(nextLSN.rawValue - 1)
+    guard positions.flushed.value < last else { return }
+    do {
+      try syncSegment()
+      positions.flushed.advance(to: last)
+    } catch {
+      logger.critical("write-ahead log stopped: fsync failed", metadata: ["error": "\(error)"])
+      stop(with: .failed("\(error)"))
+    }
   }
 
   /// Waits until `lsn` is durable on this node (`local`) or at least written (`memory`).
@@ -454,7 +503,14 @@ public final class WriteAheadLog: @unchecked Sendable {
       spinForWork()
       lock.lock()
       isFlusherWaiting = true
-      while queueHead == queue.count && !isClosing { lock.wait() }
+      while queueHead == queue.count && !isClosing && !isSyncRequested { lock.wait() }
+      if queueHead == queue.count && isSyncRequested {
+        isSyncRequested = false
+        isFlusherWaiting = false
+        lock.unlock()
+        syncWritten()
+        continue
+      }
       if queueHead == queue.count {
         hasStopped = true
         let waiters = stopWaiters
@@ -532,12 +588,13 @@ public final class WriteAheadLog: @unchecked Sendable {
     batchBuffer.removeAll(keepingCapacity: true)
     var needsSync = false
     var newHistory: [EpochStart] = []
+
     do {
       for (index, entry) in batch.enumerated() {
         if entry.recordType == WALFormat.RecordType.epochChange && entry.newEpoch <= epoch {
           outcomes.append(
             Acknowledgement(
-              continuation: entry.continuation,
+              ticket: entry.ticket,
               result: .failure(.staleEpoch(current: epoch, requested: entry.newEpoch))))
           unanswered = index + 1
           continue
@@ -552,6 +609,11 @@ public final class WriteAheadLog: @unchecked Sendable {
         lastTimestamp = max(options.clock.microsecondsSinceEpoch(), lastTimestamp + 1)
         lastTransaction = TransactionID(lastTransaction.rawValue + 1)
         var payload = entry.payload
+        var value = entry.value
+        if case .epochChange(var change) = value {
+          change.previousEpoch = epoch
+          value = .epochChange(change)
+        }
         if entry.recordType == WALFormat.RecordType.epochChange {
           // The previous epoch is only known here, in log order.
           payload.withUnsafeMutableBytes {
@@ -566,9 +628,14 @@ public final class WriteAheadLog: @unchecked Sendable {
           recordType: entry.recordType, encodedPayload: payload, previousCRC: lastCRC,
           syncedThroughLSN: syncedThrough)
         if entry.durability >= .local { needsSync = true }
+        tailPending.append(
+          WALRecord(
+            lsn: lsn, epoch: epoch, transactionID: lastTransaction, timestampMicros: lastTimestamp,
+            payload: value))
+        tailPendingSizes.append(entry.frameBytes)
         outcomes.append(
           Acknowledgement(
-            continuation: entry.continuation,
+            ticket: entry.ticket,
             result: .success(
               AppendResult(
                 lsn: lsn, epoch: epoch, transactionID: lastTransaction, timestampMicros: lastTimestamp,
@@ -587,14 +654,14 @@ public final class WriteAheadLog: @unchecked Sendable {
       stop(with: failure)
       for index in unanswered..<batch.count {
         outcomes.append(
-          Acknowledgement(continuation: batch[index].continuation, result: .success(placeholder)))
+          Acknowledgement(ticket: batch[index].ticket, result: .success(placeholder)))
       }
       for outcome in outcomes {
         // Records framed in this batch may or may not be on disk: their outcome is unknown.
         if case .failure(let error) = outcome.result {
-          Delivery.fail(outcome.continuation, with: error)
+          outcome.ticket.fail(error)
         } else {
-          Delivery.fail(outcome.continuation, with: failure)
+          outcome.ticket.fail(failure)
         }
       }
       return
@@ -642,6 +709,10 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
     batchBuffer.removeAll(keepingCapacity: true)
     let last = LSN(nextLSN.rawValue - 1)
+    // Readers of the tail learn of records only once they are in it.
+    tail.append(tailPending, sizes: tailPendingSizes)
+    tailPending.removeAll(keepingCapacity: true)
+    tailPendingSizes.removeAll(keepingCapacity: true)
     positions.written.advance(to: last)
     lock.withLock {
       segments[segments.count - 1].lastLSN = last
@@ -687,7 +758,7 @@ public final class WriteAheadLog: @unchecked Sendable {
       defer { spaceWaiters.removeAll() }
       return (pending, spaceWaiters)
     }
-    for entry in pending { Delivery.fail(entry.continuation, with: error) }
+    for entry in pending { entry.ticket.fail(error) }
     for waiter in space { waiter.resume() }
     positions.written.fail(error)
     positions.flushed.fail(error)

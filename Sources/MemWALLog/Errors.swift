@@ -63,8 +63,6 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
   case staleEpoch(current: Epoch, requested: Epoch)
   /// A checkpoint for an LSN the log has not made durable, or that is older than the newest one.
   case invalidCheckpoint(String)
-  /// A wait that reached its deadline first.
-  case timedOut(waitingFor: LSN, reached: LSN)
 
   public var description: String {
     switch self {
@@ -76,8 +74,6 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     case .staleEpoch(let current, let requested):
       return "epoch \(requested) is not above the current epoch \(current)"
     case .invalidCheckpoint(let detail): return "invalid checkpoint: \(detail)"
-    case .timedOut(let waiting, let reached):
-      return "timed out waiting for LSN \(waiting) (reached \(reached))"
     }
   }
 }

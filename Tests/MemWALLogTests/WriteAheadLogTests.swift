@@ -226,7 +226,7 @@ import Testing
     let disk = SimulatedFileSystem()
     let (log, _) = try WriteAheadLog.open(
       directory: "/data", options: smallOptions(segmentBytes: 1 << 20), fileSystem: disk, logger: quietLogger)
-    await #expect(throws: WALError.timedOut(waitingFor: LSN(5), reached: .zero)) {
+    await #expect(throws: WaitError.timedOut(waitingFor: LSN(5), reached: .zero)) {
       try await log.waitUntil(LSN(5), reaches: .local, timeout: .milliseconds(20))
     }
     async let waiter: Void = log.waitUntil(LSN(3), reaches: .local, timeout: .seconds(30))

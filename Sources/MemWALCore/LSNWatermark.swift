@@ -1,4 +1,3 @@
-import MemWALCore
 import Synchronization
 
 /// A position in the log that only moves forward (written, flushed; replication adds quorum and
@@ -13,7 +12,7 @@ public final class LSNWatermark: Sendable {
 
   private struct State {
     var value: LSN
-    var failure: WALError?
+    var failure: (any Error)?
     var waiters: [Waiter] = []
     var nextID: UInt64 = 0
   }
@@ -41,7 +40,7 @@ public final class LSNWatermark: Sendable {
   }
 
   /// Fails every current and future waiter with `error`.
-  public func fail(_ error: WALError) {
+  public func fail(_ error: any Error) {
     let waiters = state.withLock { state -> [Waiter] in
       if state.failure == nil { state.failure = error }
       defer { state.waiters.removeAll() }
@@ -50,7 +49,7 @@ public final class LSNWatermark: Sendable {
     for waiter in waiters { waiter.continuation.resume(throwing: error) }
   }
 
-  /// Returns once the mark is at or past `lsn`; throws `WALError.timedOut` after `timeout`, and
+  /// Returns once the mark is at or past `lsn`; throws `WaitError.timedOut` after `timeout`, and
   /// `CancellationError` if the task is cancelled.
   public func wait(for lsn: LSN, timeout: Duration? = nil) async throws {
     let id = state.withLock { state -> UInt64 in
@@ -61,13 +60,13 @@ public final class LSNWatermark: Sendable {
       Task { [weak self] in
         try? await Task.sleep(for: timeout)
         guard !Task.isCancelled, let self else { return }
-        self.cancel(id, with: .timedOut(waitingFor: lsn, reached: self.value))
+        self.cancel(id, with: WaitError.timedOut(waitingFor: lsn, reached: self.value))
       }
     }
     defer { timer?.cancel() }
     try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-        let outcome = state.withLock { state -> Result<Void, WALError>? in
+        let outcome = state.withLock { state -> Result<Void, any Error>? in
           if let failure = state.failure { return .failure(failure) }
           if state.value >= lsn { return .success(()) }
           state.waiters.append(Waiter(lsn: lsn, id: id, continuation: continuation))
@@ -80,7 +79,7 @@ public final class LSNWatermark: Sendable {
     }
   }
 
-  private func cancel(_ id: UInt64, with error: WALError?) {
+  private func cancel(_ id: UInt64, with error: (any Error)?) {
     let waiter = state.withLock { state -> Waiter? in
       guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
       return state.waiters.remove(at: index)
@@ -91,6 +90,17 @@ public final class LSNWatermark: Sendable {
       } else {
         waiter.continuation.resume(throwing: CancellationError())
       }
+    }
+  }
+}
+
+/// A wait on a watermark that ran out of time.
+public enum WaitError: Error, Equatable, Sendable, CustomStringConvertible {
+  case timedOut(waitingFor: LSN, reached: LSN)
+
+  public var description: String {
+    switch self {
+    case .timedOut(let waiting, let reached): return "timed out waiting for LSN \(waiting) (reached \(reached))"
     }
   }
 }

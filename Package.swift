@@ -33,10 +33,19 @@ let package = Package(
     ),
     // HNSW and exact vector search, filters, the graph store, versions, snapshots.
     .target(name: "MemWALStore", dependencies: ["MemWALCore"], swiftSettings: strict),
+    // One node's engine: the write path (preconditions and before-images in log order), the
+    // applier that follows the log into the stores, checkpoints and recovery.
+    .target(
+      name: "MemWALNode",
+      dependencies: [
+        "MemWALCore", "MemWALLog", "MemWALStore", .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
     .executableTarget(
       name: "MemWALCLI",
       dependencies: [
-        "MemWALCore", "MemWALLog", "MemWALStore",
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
@@ -48,6 +57,14 @@ let package = Package(
     .testTarget(
       name: "MemWALLogTests",
       dependencies: ["MemWALCore", "MemWALLog", .product(name: "Logging", package: "swift-log")],
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "MemWALNodeTests",
+      dependencies: [
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode",
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: strict
     ),
     .testTarget(

@@ -100,7 +100,8 @@ public enum WaitError: Error, Equatable, Sendable, CustomStringConvertible {
 
   public var description: String {
     switch self {
-    case .timedOut(let waiting, let reached): return "timed out waiting for LSN \(waiting) (reached \(reached))"
+    case .timedOut(let waiting, let reached):
+      return "timed out waiting for LSN \(waiting) (reached \(reached))"
     }
   }
 }

@@ -1,3 +1,5 @@
+import MemWALCore
+
 /// Every byte the log reads or writes goes through these two protocols, so that tests can put a
 /// simulated disk underneath that fails or "loses power" at any chosen operation
 /// (`SimulatedFileSystem`), while production uses `POSIXFileSystem`.

@@ -1,3 +1,4 @@
+import MemWALCore
 import Synchronization
 
 /// Counters the flusher keeps, for metrics and benchmarks. Monotonic; read them with `snapshot()`.

@@ -1,4 +1,5 @@
 import Glibc  // Linux is the supported platform (shared/DESIGN.md); the calls below are POSIX.
+import MemWALCore
 
 /// The real file system, through POSIX calls. `sync()` is `fdatasync`; directory syncs open the
 /// directory and `fsync` it.

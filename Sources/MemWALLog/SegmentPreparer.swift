@@ -1,4 +1,5 @@
 import Logging
+import MemWALCore
 
 /// Keeps one spare segment file ready — preallocated, zero-filled and synced under a `.tmp`
 /// name — so that rolling to a new segment costs a header write, an fsync and a rename instead of

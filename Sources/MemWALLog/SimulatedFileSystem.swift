@@ -1,3 +1,4 @@
+import MemWALCore
 import Synchronization
 
 /// An in-memory disk that remembers what is durable and what is not, for crash and fault tests

@@ -6,7 +6,8 @@ public indirect enum Filter: Sendable, Equatable {
   case equals(field: String, value: JSONValue)
   case isIn(field: String, values: [JSONValue])
   /// Numbers within bounds; a nil bound is open.
-  case range(field: String, greaterThan: Double?, greaterOrEqual: Double?, lessThan: Double?, lessOrEqual: Double?)
+  case range(
+    field: String, greaterThan: Double?, greaterOrEqual: Double?, lessThan: Double?, lessOrEqual: Double?)
   case exists(field: String)
   case and([Filter])
   case or([Filter])
@@ -75,7 +76,9 @@ public indirect enum Filter: Sendable, Equatable {
       try Self.check(field)
     case .isIn(let field, let values):
       try Self.check(field)
-      guard values.count <= 1024 else { throw .invalid(field: "filter", reason: "`in` takes at most 1024 values") }
+      guard values.count <= 1024 else {
+        throw .invalid(field: "filter", reason: "`in` takes at most 1024 values")
+      }
     case .range(let field, let a, let b, let c, let d):
       try Self.check(field)
       guard [a, b, c, d].contains(where: { $0 != nil }) else {

@@ -21,7 +21,8 @@ extension MemoryStore {
         hasher.add(RecordCodec.encode(.namespace(state.config)))
         hasher.add(state.createdLSN.rawValue)
         for id in state.memories.keys.sorted() {
-          guard let version = state.memories[id]!.version(at: point.lsn), Self.isVisible(version, at: point) else { continue }
+          guard let version = state.memories[id]!.version(at: point.lsn), Self.isVisible(version, at: point)
+          else { continue }
           hasher.add(RecordCodec.encode(.memory(version.value!)))
           hasher.add(version.lsn.rawValue)
         }
@@ -82,7 +83,9 @@ extension MemoryStore {
 
   /// The newest value of a key and the LSN of its version (nil value: deleted; nil result: never written
   /// or pruned), including records not yet published.
-  public func currentValue(_ target: TargetType, id: String, in name: String) -> (value: RecordValue?, version: LSN)? {
+  public func currentValue(_ target: TargetType, id: String, in name: String) -> (
+    value: RecordValue?, version: LSN
+  )? {
     lock.withReadLock {
       guard let state = namespaces[name]?.last, state.deletedLSN == nil else { return nil }
       switch target {

@@ -138,7 +138,8 @@ extension MemoryStore {
   /// Breadth-first traversal from `start` up to `maximumDepth` hops (bounded by the store's limit),
   /// visiting each node once; cycles are harmless.
   public func traverse(
-    from start: String, in name: String, maximumDepth: Int, query: GraphQuery = GraphQuery(), at point: ReadPoint
+    from start: String, in name: String, maximumDepth: Int, query: GraphQuery = GraphQuery(),
+    at point: ReadPoint
   ) throws(StoreError) -> Traversal {
     try query.validate()
     guard maximumDepth >= 0, maximumDepth <= options.maximumTraversalDepth else {
@@ -146,7 +147,9 @@ extension MemoryStore {
     }
     return try lock.withReadLock { () throws(StoreError) -> Traversal in
       let state = try namespace(name, at: point.lsn)
-      guard let root = visibleNode(start, in: state, at: point.lsn) else { throw .notFound(target: .node, id: start) }
+      guard let root = visibleNode(start, in: state, at: point.lsn) else {
+        throw .notFound(target: .node, id: start)
+      }
       var result = Traversal(nodes: [(root, 0)], edges: [], isTruncated: false)
       var seen: Set<String> = [start]
       var frontier = [start]
@@ -174,7 +177,8 @@ extension MemoryStore {
   /// A shortest path (fewest hops) from `from` to `to`, at most `maximumDepth` hops, or nil.
   /// Ties are broken by edge id, so the answer is the same on every node.
   public func shortestPath(
-    from: String, to: String, in name: String, maximumDepth: Int, query: GraphQuery = GraphQuery(), at point: ReadPoint
+    from: String, to: String, in name: String, maximumDepth: Int, query: GraphQuery = GraphQuery(),
+    at point: ReadPoint
   ) throws(StoreError) -> (nodes: [StoredNode], edges: [StoredEdge])? {
     try query.validate()
     guard maximumDepth >= 1, maximumDepth <= options.maximumTraversalDepth else {
@@ -182,7 +186,9 @@ extension MemoryStore {
     }
     return try lock.withReadLock { () throws(StoreError) -> (nodes: [StoredNode], edges: [StoredEdge])? in
       let state = try namespace(name, at: point.lsn)
-      guard let origin = visibleNode(from, in: state, at: point.lsn) else { throw .notFound(target: .node, id: from) }
+      guard let origin = visibleNode(from, in: state, at: point.lsn) else {
+        throw .notFound(target: .node, id: from)
+      }
       guard visibleNode(to, in: state, at: point.lsn) != nil else { throw .notFound(target: .node, id: to) }
       if from == to { return ([origin], []) }
       var parent: [String: Neighbor] = [:]
@@ -196,8 +202,12 @@ extension MemoryStore {
             guard reached != from, parent[reached] == nil else { continue }
             parent[reached] = neighbor
             visited += 1
-            if reached == to { return unwind(to, from: origin, parents: parent, state: state, lsn: point.lsn) }
-            guard visited < options.maximumResults else { throw .limitExceeded("path search visited \(visited) nodes") }
+            if reached == to {
+              return unwind(to, from: origin, parents: parent, state: state, lsn: point.lsn)
+            }
+            guard visited < options.maximumResults else {
+              throw .limitExceeded("path search visited \(visited) nodes")
+            }
             next.append(reached)
           }
         }

@@ -64,7 +64,9 @@ extension MemoryStore {
   }
 
   func namespace(_ name: String, at lsn: LSN) throws(StoreError) -> NamespaceState {
-    guard let found = namespaces[name]?.last(where: { $0.isAlive(at: lsn) }) else { throw .unknownNamespace(name) }
+    guard let found = namespaces[name]?.last(where: { $0.isAlive(at: lsn) }) else {
+      throw .unknownNamespace(name)
+    }
     return found
   }
 
@@ -73,12 +75,16 @@ extension MemoryStore {
   /// Namespaces alive at the point, by name.
   public func namespaceConfigs(at point: ReadPoint) -> [NamespaceConfig] {
     lock.withReadLock {
-      namespaces.values.compactMap { $0.last(where: { $0.isAlive(at: point.lsn) })?.config }.sorted { $0.name < $1.name }
+      namespaces.values.compactMap { $0.last(where: { $0.isAlive(at: point.lsn) })?.config }.sorted {
+        $0.name < $1.name
+      }
     }
   }
 
   public func namespaceConfig(_ name: String, at point: ReadPoint) throws(StoreError) -> NamespaceConfig {
-    try lock.withReadLock { () throws(StoreError) -> NamespaceConfig in try namespace(name, at: point.lsn).config }
+    try lock.withReadLock { () throws(StoreError) -> NamespaceConfig in
+      try namespace(name, at: point.lsn).config
+    }
   }
 
   // MARK: memories
@@ -91,8 +97,10 @@ extension MemoryStore {
   public func memory(_ id: String, in name: String, at point: ReadPoint) throws(StoreError) -> StoredMemory? {
     try lock.withReadLock { () throws(StoreError) -> StoredMemory? in
       let state = try namespace(name, at: point.lsn)
-      guard let version = state.memories[id]?.version(at: point.lsn), Self.isVisible(version, at: point) else { return nil }
-      return StoredMemory(record: version.value!, version: version.lsn, timestampMicros: version.timestampMicros)
+      guard let version = state.memories[id]?.version(at: point.lsn), Self.isVisible(version, at: point)
+      else { return nil }
+      return StoredMemory(
+        record: version.value!, version: version.lsn, timestampMicros: version.timestampMicros)
     }
   }
 
@@ -100,19 +108,23 @@ extension MemoryStore {
   public func search(
     _ query: [Float], k: Int, in name: String, filter: Filter? = nil, ef: Int? = nil, at point: ReadPoint
   ) throws(StoreError) -> (hits: [MemoryHit], path: SearchPath) {
-    guard k >= 1, k <= options.maximumK else { throw .limitExceeded("k must be within 1...\(options.maximumK)") }
+    guard k >= 1, k <= options.maximumK else {
+      throw .limitExceeded("k must be within 1...\(options.maximumK)")
+    }
     if let ef, ef < 1 || ef > 100_000 { throw .limitExceeded("ef must be within 1...100000") }
     do { try filter?.validate() } catch { throw .invalid(error) }
     return try lock.withReadLock { () throws(StoreError) -> (hits: [MemoryHit], path: SearchPath) in
       let state = try namespace(name, at: point.lsn)
       guard query.count == state.config.dimension else {
-        throw .invalid(.dimensionMismatch(namespace: name, expected: state.config.dimension, got: query.count))
+        throw .invalid(
+          .dimensionMismatch(namespace: name, expected: state.config.dimension, got: query.count))
       }
       if let index = query.firstIndex(where: { !$0.isFinite }) {
         throw .invalid(.invalid(field: "vector", reason: "component \(index) is not a finite number"))
       }
       if state.config.metric == .cosine && query.allSatisfy({ $0 == 0 }) {
-        throw .invalid(.invalid(field: "vector", reason: "a zero vector has no direction under the cosine metric"))
+        throw .invalid(
+          .invalid(field: "vector", reason: "a zero vector has no direction under the cosine metric"))
       }
       let matches: (Version<MemoryRecord>) -> Bool = { version in
         Self.isVisible(version, at: point) && (filter?.matches(version.value!.metadata) ?? true)
@@ -121,7 +133,8 @@ extension MemoryStore {
         return (exactSearch(query, k: k, in: state, at: point, matches: matches), .exact)
       }
       let accept: (UInt64) -> Bool = { label in
-        guard let entry = state.labels[label], let version = state.memories[entry.id]?.version(at: point.lsn) else { return false }
+        guard let entry = state.labels[label], let version = state.memories[entry.id]?.version(at: point.lsn)
+        else { return false }
         return version.label == label && matches(version)
       }
       let hits = (try? state.index.search(query, k: k, ef: max(ef ?? 64, k), filter: accept)) ?? []
@@ -134,10 +147,12 @@ extension MemoryStore {
   }
 
   private func memoryHit(_ hit: SearchHit, in state: NamespaceState, at point: ReadPoint) -> MemoryHit? {
-    guard let entry = state.labels[hit.label], let version = state.memories[entry.id]?.version(at: point.lsn) else { return nil }
+    guard let entry = state.labels[hit.label], let version = state.memories[entry.id]?.version(at: point.lsn)
+    else { return nil }
     return MemoryHit(
       id: entry.id, distance: hit.distance,
-      memory: StoredMemory(record: version.value!, version: version.lsn, timestampMicros: version.timestampMicros))
+      memory: StoredMemory(
+        record: version.value!, version: version.lsn, timestampMicros: version.timestampMicros))
   }
 
   /// Exact search for small namespaces, as-of reads far enough back that the index holds many
@@ -158,7 +173,8 @@ extension MemoryStore {
   }
 
   private func exactSearch(
-    _ query: [Float], k: Int, in state: NamespaceState, at point: ReadPoint, matches: (Version<MemoryRecord>) -> Bool
+    _ query: [Float], k: Int, in state: NamespaceState, at point: ReadPoint,
+    matches: (Version<MemoryRecord>) -> Bool
   ) -> [MemoryHit] {
     var candidates: [(label: UInt64, vector: [Float])] = []
     var byLabel: [UInt64: (String, Version<MemoryRecord>)] = [:]
@@ -167,16 +183,19 @@ extension MemoryStore {
       candidates.append((visible.label, visible.value!.vector))
       byLabel[visible.label] = (id, visible)
     }
-    return ExactSearch.search(query: query, k: k, metric: state.config.metric, candidates: candidates).compactMap { hit in
-      guard let (id, version) = byLabel[hit.label] else { return nil }
-      return MemoryHit(
-        id: id, distance: hit.distance,
-        memory: StoredMemory(record: version.value!, version: version.lsn, timestampMicros: version.timestampMicros))
-    }
+    return ExactSearch.search(query: query, k: k, metric: state.config.metric, candidates: candidates)
+      .compactMap { hit in
+        guard let (id, version) = byLabel[hit.label] else { return nil }
+        return MemoryHit(
+          id: id, distance: hit.distance,
+          memory: StoredMemory(
+            record: version.value!, version: version.lsn, timestampMicros: version.timestampMicros))
+      }
   }
 
   /// A memory's audit trail: every retained version with the value before and after it.
-  public func memoryHistory(_ id: String, in name: String) throws(StoreError) -> [HistoryEntry<MemoryRecord>] {
+  public func memoryHistory(_ id: String, in name: String) throws(StoreError) -> [HistoryEntry<MemoryRecord>]
+  {
     try lock.withReadLock { () throws(StoreError) -> [HistoryEntry<MemoryRecord>] in
       guard let state = namespaces[name]?.last else { throw .unknownNamespace(name) }
       return state.memories[id]?.history ?? []

@@ -120,13 +120,17 @@ extension MemoryStore {
   private static func decode(_ reader: inout ByteReader, options: Options) throws -> MemoryStore {
     guard try reader.readBytes(8) == snapshotMagic else { throw StoreError.corruptSnapshot("bad magic") }
     let version: UInt32 = try reader.read()
-    guard version == snapshotVersion else { throw StoreError.corruptSnapshot("unsupported version \(version)") }
+    guard version == snapshotVersion else {
+      throw StoreError.corruptSnapshot("unsupported version \(version)")
+    }
     let applied = LSN(try reader.read(UInt64.self))
     let store = MemoryStore(options: options, appliedLSN: applied)
     store.historyFloor = LSN(try reader.read(UInt64.self))
     store.nextLabel = try reader.read()
     let timeCount = try count(&reader, each: 16)
-    for _ in 0..<timeCount { store.times.append((LSN(try reader.read(UInt64.self)), try reader.read(Int64.self))) }
+    for _ in 0..<timeCount {
+      store.times.append((LSN(try reader.read(UInt64.self)), try reader.read(Int64.self)))
+    }
     let keyCount = try count(&reader, each: 28)
     for _ in 0..<keyCount {
       let key = try readString(&reader)
@@ -140,10 +144,16 @@ extension MemoryStore {
     for _ in 0..<nameCount {
       let name = try readString(&reader)
       let incarnations: UInt32 = try reader.read()
-      guard incarnations <= 1 << 20 else { throw StoreError.corruptSnapshot("\(incarnations) incarnations of \(name)") }
-      for _ in 0..<incarnations { store.namespaces[name, default: []].append(try readNamespace(&reader, store: store)) }
+      guard incarnations <= 1 << 20 else {
+        throw StoreError.corruptSnapshot("\(incarnations) incarnations of \(name)")
+      }
+      for _ in 0..<incarnations {
+        store.namespaces[name, default: []].append(try readNamespace(&reader, store: store))
+      }
     }
-    guard reader.remaining == 0 else { throw StoreError.corruptSnapshot("\(reader.remaining) trailing bytes") }
+    guard reader.remaining == 0 else {
+      throw StoreError.corruptSnapshot("\(reader.remaining) trailing bytes")
+    }
     store.rebuildEndedVersions()
     return store
   }
@@ -174,7 +184,9 @@ extension MemoryStore {
       throw StoreError.corruptSnapshot("vector index of \(config.name): \(error)")
     }
     for (id, chain) in state.memories {
-      for version in chain.versions where version.label != 0 { state.labels[version.label] = (id, version.lsn) }
+      for version in chain.versions where version.label != 0 {
+        state.labels[version.label] = (id, version.lsn)
+      }
       if chain.latest?.value != nil { state.liveMemories += 1 }
     }
     for chain in state.edges.values { for edge in chain.versions.compactMap(\.value) { state.link(edge) } }
@@ -190,7 +202,9 @@ extension MemoryStore {
     for _ in 0..<chainCount {
       let id = try readString(&reader)
       let versionCount = Int(try reader.read(UInt32.self))
-      guard versionCount * 41 <= reader.remaining else { throw StoreError.corruptSnapshot("\(versionCount) versions of \(id)") }
+      guard versionCount * 41 <= reader.remaining else {
+        throw StoreError.corruptSnapshot("\(versionCount) versions of \(id)")
+      }
       var chain = VersionChain<Value>()
       for _ in 0..<versionCount {
         var value: Value?
@@ -228,7 +242,9 @@ extension MemoryStore {
 
   private static func readBytes(_ reader: inout ByteReader) throws -> [UInt8] {
     let length: UInt64 = try reader.read()
-    guard length <= UInt64(reader.remaining) else { throw StoreError.corruptSnapshot("a length of \(length) past the end") }
+    guard length <= UInt64(reader.remaining) else {
+      throw StoreError.corruptSnapshot("a length of \(length) past the end")
+    }
     return try reader.readBytes(Int(length))
   }
 
@@ -244,10 +260,16 @@ extension MemoryStore {
     ended.sort { $0.endLSN < $1.endLSN }
   }
 
-  private func queueEnded<Value>(_ chain: VersionChain<Value>, state: NamespaceState, target: TargetType, id: String) {
+  private func queueEnded<Value>(
+    _ chain: VersionChain<Value>, state: NamespaceState, target: TargetType, id: String
+  ) {
     for version in chain.versions {
-      if let end = version.endLSN { ended.append(EndedVersion(endLSN: end, namespace: state, target: target, id: id)) }
-      if version.value == nil { ended.append(EndedVersion(endLSN: version.lsn, namespace: state, target: target, id: id)) }
+      if let end = version.endLSN {
+        ended.append(EndedVersion(endLSN: end, namespace: state, target: target, id: id))
+      }
+      if version.value == nil {
+        ended.append(EndedVersion(endLSN: version.lsn, namespace: state, target: target, id: id))
+      }
     }
   }
 }

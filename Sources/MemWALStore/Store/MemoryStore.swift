@@ -133,8 +133,12 @@ public final class MemoryStore: @unchecked Sendable {
       case .namespace:
         applyNamespace(name: operation.id, value: value, lsn: record.lsn)
       case .memory, .node, .edge:
-        guard let namespace = namespaces[transaction.namespace]?.last, namespace.deletedLSN == nil else { continue }
-        let base = Version<Void>(value: nil, lsn: record.lsn, timestampMicros: record.timestampMicros, transactionID: record.transactionID)
+        guard let namespace = namespaces[transaction.namespace]?.last, namespace.deletedLSN == nil else {
+          continue
+        }
+        let base = Version<Void>(
+          value: nil, lsn: record.lsn, timestampMicros: record.timestampMicros,
+          transactionID: record.transactionID)
         switch (operation.target, value) {
         case (.memory, .memory(let memory)?):
           let label = nextLabel
@@ -165,30 +169,39 @@ public final class MemoryStore: @unchecked Sendable {
   private func applyNamespace(name: String, value: RecordValue?, lsn: LSN) {
     if case .namespace(let config)? = value {
       guard namespaces[name]?.last.map({ $0.deletedLSN != nil }) ?? true else { return }
-      namespaces[name, default: []].append(NamespaceState(config: config, createdLSN: lsn, parameters: options.hnsw))
+      namespaces[name, default: []].append(
+        NamespaceState(config: config, createdLSN: lsn, parameters: options.hnsw))
     } else if let current = namespaces[name]?.last, current.deletedLSN == nil {
       current.deletedLSN = lsn
     }
   }
 
-  private func appendMemory(_ id: String, _ memory: MemoryRecord?, label: UInt64, base: Version<Void>, in namespace: NamespaceState) {
+  private func appendMemory(
+    _ id: String, _ memory: MemoryRecord?, label: UInt64, base: Version<Void>, in namespace: NamespaceState
+  ) {
     var version = Version<MemoryRecord>(
       value: memory, lsn: base.lsn, timestampMicros: base.timestampMicros, transactionID: base.transactionID)
     version.label = label
     var chain = namespace.memories[id] ?? VersionChain()
     let wasLive = chain.latest?.value != nil
-    if !chain.versions.isEmpty { ended.append(EndedVersion(endLSN: base.lsn, namespace: namespace, target: .memory, id: id)) }
+    if !chain.versions.isEmpty {
+      ended.append(EndedVersion(endLSN: base.lsn, namespace: namespace, target: .memory, id: id))
+    }
     chain.append(version)
     namespace.memories[id] = chain
     namespace.liveMemories += (memory != nil ? 1 : 0) - (wasLive ? 1 : 0)
-    if memory == nil { ended.append(EndedVersion(endLSN: base.lsn, namespace: namespace, target: .memory, id: id)) }
+    if memory == nil {
+      ended.append(EndedVersion(endLSN: base.lsn, namespace: namespace, target: .memory, id: id))
+    }
   }
 
   private func append<Value>(
-    _ id: String, _ value: Value?, base: Version<Void>, to path: ReferenceWritableKeyPath<NamespaceState, [String: VersionChain<Value>]>,
+    _ id: String, _ value: Value?, base: Version<Void>,
+    to path: ReferenceWritableKeyPath<NamespaceState, [String: VersionChain<Value>]>,
     target: TargetType, in namespace: NamespaceState
   ) {
-    let version = Version<Value>(value: value, lsn: base.lsn, timestampMicros: base.timestampMicros, transactionID: base.transactionID)
+    let version = Version<Value>(
+      value: value, lsn: base.lsn, timestampMicros: base.timestampMicros, transactionID: base.transactionID)
     var chain = namespace[keyPath: path][id] ?? VersionChain()
     if !chain.versions.isEmpty || value == nil {
       ended.append(EndedVersion(endLSN: base.lsn, namespace: namespace, target: target, id: id))
@@ -220,10 +233,13 @@ public final class MemoryStore: @unchecked Sendable {
 
   /// Drops history older than the retention window (write lock held).
   private func pruneHistory() {
-    var floor = LSN(publishedLSN.rawValue > options.retentionLSNs ? publishedLSN.rawValue - options.retentionLSNs : 0)
+    var floor = LSN(
+      publishedLSN.rawValue > options.retentionLSNs ? publishedLSN.rawValue - options.retentionLSNs : 0)
     if let window = options.retentionMicros, let newest = times.last {
       let cutoff = newest.micros - window
-      if let index = times[timesHead...].lastIndex(where: { $0.micros <= cutoff }) { floor = max(floor, times[index].lsn) }
+      if let index = times[timesHead...].lastIndex(where: { $0.micros <= cutoff }) {
+        floor = max(floor, times[index].lsn)
+      }
     }
     guard floor > historyFloor else { return }
     historyFloor = floor
@@ -246,7 +262,8 @@ public final class MemoryStore: @unchecked Sendable {
       if kept.count != incarnations.count { namespaces[name] = kept.isEmpty ? nil : kept }
     }
     for incarnations in namespaces.values {
-      for namespace in incarnations where namespace.index.tombstoneCount > max(1_000, namespace.index.count / 5) {
+      for namespace in incarnations
+      where namespace.index.tombstoneCount > max(1_000, namespace.index.count / 5) {
         namespace.index.removeTombstones()
       }
     }

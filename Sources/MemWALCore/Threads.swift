@@ -1,11 +1,11 @@
 import Glibc
 
 /// A pthread mutex with one condition variable: the flusher thread sleeps on it between batches.
-final class ConditionLock: @unchecked Sendable {
+public final class ConditionLock: @unchecked Sendable {
   private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
   private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-  init() {
+  public init() {
     pthread_mutex_init(mutex, nil)
     var attributes = pthread_condattr_t()
     pthread_condattr_init(&attributes)
@@ -21,16 +21,16 @@ final class ConditionLock: @unchecked Sendable {
     mutex.deallocate()
   }
 
-  func lock() { pthread_mutex_lock(mutex) }
-  func unlock() { pthread_mutex_unlock(mutex) }
-  func signal() { pthread_cond_signal(condition) }
-  func broadcast() { pthread_cond_broadcast(condition) }
+  public func lock() { pthread_mutex_lock(mutex) }
+  public func unlock() { pthread_mutex_unlock(mutex) }
+  public func signal() { pthread_cond_signal(condition) }
+  public func broadcast() { pthread_cond_broadcast(condition) }
 
   /// Waits for a signal; the lock must be held.
-  func wait() { pthread_cond_wait(condition, mutex) }
+  public func wait() { pthread_cond_wait(condition, mutex) }
 
   /// Waits for a signal or until `microseconds` pass; the lock must be held.
-  func wait(microseconds: Int) {
+  public func wait(microseconds: Int) {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     var nanoseconds = Int(now.tv_nsec) + microseconds * 1000
@@ -41,7 +41,7 @@ final class ConditionLock: @unchecked Sendable {
     pthread_cond_timedwait(condition, mutex, &deadline)
   }
 
-  func withLock<T>(_ body: () throws -> T) rethrows -> T {
+  public func withLock<T>(_ body: () throws -> T) rethrows -> T {
     lock()
     defer { unlock() }
     return try body()
@@ -50,7 +50,7 @@ final class ConditionLock: @unchecked Sendable {
 
 /// Starts a detached OS thread (not one of Swift concurrency's pool threads, which must never
 /// block on I/O) running `body`.
-func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
+public func startThread(name: String, _ body: @escaping @Sendable () -> Void) {
   final class Box: @unchecked Sendable {
     let body: @Sendable () -> Void
     let name: String

@@ -1,0 +1,334 @@
+import MemWALCore
+import MemWALLog
+import MemWALStore
+import Synchronization
+
+/// The answer to an in-flight idempotent transaction, for every repeat that arrives meanwhile.
+final class OutcomeBroadcast: Sendable {
+  private let state = Mutex<
+    (Result<WriteOutcome, WriteError>?, [CheckedContinuation<Result<WriteOutcome, WriteError>, Never>])
+  >(
+    (nil, []))
+
+  func publish(_ result: Result<WriteOutcome, WriteError>) {
+    let waiters = state.withLock { state in
+      state.0 = result
+      defer { state.1.removeAll() }
+      return state.1
+    }
+    for waiter in waiters { waiter.resume(returning: result) }
+  }
+
+  func wait() async -> Result<WriteOutcome, WriteError> {
+    await withCheckedContinuation { continuation in
+      let ready = state.withLock { state -> Result<WriteOutcome, WriteError>? in
+        if let result = state.0 { return result }
+        state.1.append(continuation)
+        return nil
+      }
+      if let ready { continuation.resume(returning: ready) }
+    }
+  }
+}
+
+extension MemoryEngine {
+  // MARK: namespaces
+
+  public func createNamespace(_ config: NamespaceConfig, durability: Durability = .local)
+    async throws(WriteError)
+    -> WriteOutcome
+  {
+    do { try options.store.limits.check(namespace: config) } catch { throw .invalid(error) }
+    return try await submitNamespaceChange(
+      name: config.name, value: .namespace(config), durability: durability)
+  }
+
+  /// Deletes a namespace and everything in it (reads as of earlier LSNs still see it while retained).
+  public func deleteNamespace(_ name: String, durability: Durability = .local) async throws(WriteError)
+    -> WriteOutcome
+  {
+    try await submitNamespaceChange(name: name, value: nil, durability: durability)
+  }
+
+  private func submitNamespaceChange(name: String, value: RecordValue?, durability: Durability)
+    async throws(WriteError)
+    -> WriteOutcome
+  {
+    await waitForRoom()
+    let (ticket, sequence) = try writeLock.withLock { state throws(WriteError) -> (AppendTicket, UInt64) in
+      let current = currentNamespace(name, state)
+      if value != nil, current != nil { throw .namespaceExists(name) }
+      if value == nil, current == nil { throw .unknownNamespace(name) }
+      let operation = WALOperation(
+        kind: value == nil ? .delete : .insert, target: .namespace, id: name,
+        before: current.map { RecordCodec.encode(.namespace($0)) }, after: value.map(RecordCodec.encode))
+      let ticket = try submit(
+        WALTransaction(namespace: name, operations: [operation]), durability: durability)
+      state.sequence += 1
+      state.pendingNamespaces[name] = OverlayEntry(value: value, lsn: nil, sequence: state.sequence)
+      return (ticket, state.sequence)
+    }
+    let outcome = try await outcome(of: ticket)
+    writeLock.withLock { state in
+      if state.pendingNamespaces[name]?.sequence == sequence {
+        state.pendingNamespaces[name]?.lsn = outcome.lsn
+      }
+    }
+    return outcome
+  }
+
+  func currentNamespace(_ name: String, _ state: WriteState) -> NamespaceConfig? {
+    if let pending = state.pendingNamespaces[name] {
+      guard case .namespace(let config)? = pending.value else { return nil }
+      return config
+    }
+    return store.currentNamespace(name)
+  }
+
+  // MARK: transactions
+
+  /// Runs a transaction: checks it, logs it, and returns once it has reached `request.durability`
+  /// on this node. A repeat of an idempotency key returns the first outcome and writes nothing.
+  public func execute(_ request: TransactionRequest) async throws(WriteError) -> WriteOutcome {
+    let limits = options.store.limits
+    guard !request.operations.isEmpty else {
+      throw .invalid(.invalid(field: "operations", reason: "at least one is needed"))
+    }
+    guard request.operations.count <= limits.maximumOperationsPerTransaction else {
+      throw .invalid(
+        .invalid(
+          field: "operations",
+          reason:
+            "\(request.operations.count) operations; the limit is \(limits.maximumOperationsPerTransaction)"))
+    }
+    if let key = request.idempotencyKey {
+      do { try limits.check(id: key, field: "idempotency_key") } catch { throw .invalid(error) }
+    }
+    await waitForRoom()
+    let prepared = try writeLock.withLock { state throws(WriteError) -> Prepared in
+      if let key = request.idempotencyKey {
+        // Checked in this order under the lock: an outcome leaves `recentOutcomes` only after the
+        // store has applied it, so one of the three always knows a key that was used.
+        let combined = idempotencyKey(request.namespace, key)
+        if let pending = state.inFlightKeys[combined] { return .repeat(pending) }
+        if let recent = state.recentOutcomes[combined] { return .done(recent) }
+        if let applied = repeatOutcome(namespace: request.namespace, key: key) { return .done(applied) }
+      }
+      return .submitted(try prepareAndSubmit(request, &state))
+    }
+    switch prepared {
+    case .done(var outcome):
+      outcome.isRepeat = true
+      return outcome
+    case .repeat(let broadcast):
+      var outcome = try await broadcast.wait().get()
+      outcome.isRepeat = true
+      return outcome
+    case .submitted(let submission):
+      let result: Result<WriteOutcome, WriteError>
+      do {
+        result = .success(try await outcome(of: submission.ticket))
+      } catch {
+        result = .failure(error)
+      }
+      writeLock.withLock { state in
+        if let outcome = try? result.get() {
+          for key in submission.keys where state.overlay[key]?.sequence == submission.sequence {
+            state.overlay[key]?.lsn = outcome.lsn
+          }
+        }
+        if let key = request.idempotencyKey {
+          let combined = idempotencyKey(request.namespace, key)
+          state.inFlightKeys[combined] = nil
+          if let outcome = try? result.get() { state.recentOutcomes[combined] = outcome }
+        }
+      }
+      submission.broadcast?.publish(result)
+      return try result.get()
+    }
+  }
+
+  enum Prepared {
+    case done(WriteOutcome)
+    case `repeat`(OutcomeBroadcast)
+    case submitted(Submission)
+  }
+
+  struct Submission {
+    var ticket: AppendTicket
+    var keys: [OverlayKey]
+    var sequence: UInt64
+    var broadcast: OutcomeBroadcast?
+  }
+
+  private func idempotencyKey(_ namespace: String, _ key: String) -> String { namespace + "\u{0}" + key }
+
+  /// An applied transaction's outcome for this idempotency key, if the store remembers one.
+  private func repeatOutcome(namespace: String, key: String) -> WriteOutcome? {
+    guard let applied = store.idempotentOutcome(namespace: namespace, key: key) else { return nil }
+    let durability: Durability = log.positions.flushed.value >= applied.lsn ? .local : .memory
+    return WriteOutcome(
+      lsn: applied.lsn, epoch: applied.epoch, transactionID: applied.transactionID, durability: durability,
+      isRepeat: true)
+  }
+
+  /// Checks every operation against the current values, builds the WAL transaction with before- and
+  /// after-images, submits it, and records the new values in the overlay — all under the write lock.
+  private func prepareAndSubmit(_ request: TransactionRequest, _ state: inout WriteState) throws(WriteError)
+    -> Submission
+  {
+    let limits = options.store.limits
+    guard let config = currentNamespace(request.namespace, state) else {
+      throw .unknownNamespace(request.namespace)
+    }
+    // Values as this transaction changes them, so later operations see earlier ones.
+    var local: [OverlayKey: RecordValue?] = [:]
+    var operations: [WALOperation] = []
+    var order: [OverlayKey] = []
+
+    func current(_ target: TargetType, _ id: String) throws(WriteError) -> (
+      value: RecordValue?, version: LSN?
+    ) {
+      let key = OverlayKey(namespace: request.namespace, target: target, id: id)
+      if let value = local[key] { return (value, nil) }
+      if let entry = state.overlay[key] { return (entry.value, entry.lsn) }
+      if let stored = store.currentValue(target, id: id, in: request.namespace) {
+        return (stored.value, stored.version)
+      }
+      return (nil, nil)
+    }
+
+    func record(_ target: TargetType, _ id: String, before: RecordValue?, after: RecordValue?) {
+      let key = OverlayKey(namespace: request.namespace, target: target, id: id)
+      if local[key] == nil { order.append(key) }
+      local[key] = .some(after)
+      let kind: OperationKind = after == nil ? .delete : (before == nil ? .insert : .update)
+      operations.append(
+        WALOperation(
+          kind: kind, target: target, id: id, before: before.map(RecordCodec.encode),
+          after: after.map(RecordCodec.encode)))
+    }
+
+    for operation in request.operations {
+      let target = operation.target
+      let id = operation.id
+      let key = OverlayKey(namespace: request.namespace, target: target, id: id)
+      guard local[key] == nil else {
+        throw .invalid(
+          .invalid(field: "operations", reason: "\(target) \(id) appears twice in one transaction"))
+      }
+      let (before, version) = try current(target, id)
+      if let expected = operation.ifVersion {
+        if before != nil && version == nil { throw .writeInFlight(target: target, id: id) }
+        let actual = before == nil ? LSN.zero : version!
+        guard actual == expected else {
+          throw .versionMismatch(
+            target: target, id: id, expected: expected, actual: before == nil ? nil : version)
+        }
+      }
+      do {
+        switch operation.newValue {
+        case .memory(let memory)?: try limits.check(memory: memory, in: config)
+        case .node(let node)?: try limits.check(node: node)
+        case .edge(let edge)?: try limits.check(edge: edge)
+        default: try limits.check(id: id)
+        }
+      } catch {
+        throw .invalid(error)
+      }
+      if case .edge(let edge)? = operation.newValue {
+        for endpoint in [edge.from, edge.to] where try current(.node, endpoint).value == nil {
+          throw .missingEndpoint(edge: edge.id, node: endpoint)
+        }
+      }
+      if operation.newValue == nil {
+        guard before != nil else { throw .notFound(target: target, id: id) }
+        if target == .node {
+          // Deleting a node deletes its edges in the same transaction.
+          for edgeID in edgeIDs(touching: id, namespace: request.namespace, state: state, local: local) {
+            let edgeKey = OverlayKey(namespace: request.namespace, target: .edge, id: edgeID)
+            guard local[edgeKey] == nil else { continue }
+            let (edgeBefore, _) = try current(.edge, edgeID)
+            if edgeBefore != nil { record(.edge, edgeID, before: edgeBefore, after: nil) }
+          }
+        }
+      }
+      record(target, id, before: before, after: operation.newValue)
+    }
+    let transaction = WALTransaction(
+      namespace: request.namespace, operations: operations, idempotencyKey: request.idempotencyKey)
+    let ticket = try submit(transaction, durability: request.durability)
+    state.sequence += 1
+    for key in order {
+      state.overlay[key] = OverlayEntry(value: local[key]!, lsn: nil, sequence: state.sequence)
+    }
+    var broadcast: OutcomeBroadcast?
+    if let key = request.idempotencyKey {
+      let created = OutcomeBroadcast()
+      state.inFlightKeys[idempotencyKey(request.namespace, key)] = created
+      broadcast = created
+    }
+    return Submission(ticket: ticket, keys: order, sequence: state.sequence, broadcast: broadcast)
+  }
+
+  /// Edges touching a node in its current state: the store's newest, plus and minus those changed in
+  /// the overlay and in this transaction.
+  private func edgeIDs(
+    touching node: String, namespace: String, state: WriteState, local: [OverlayKey: RecordValue?]
+  ) -> [String] {
+    var ids = Set(store.latestEdgeIDs(touching: node, in: namespace))
+    for (key, entry) in state.overlay where key.namespace == namespace && key.target == .edge {
+      if case .edge(let edge)? = entry.value, edge.from == node || edge.to == node { ids.insert(key.id) }
+    }
+    for (key, value) in local where key.namespace == namespace && key.target == .edge {
+      if case .edge(let edge)? = value, edge.from == node || edge.to == node { ids.insert(key.id) }
+    }
+    return ids.sorted()
+  }
+
+  private func submit(_ transaction: WALTransaction, durability: Durability) throws(WriteError)
+    -> AppendTicket
+  {
+    do {
+      return try log.submit(transaction, durability: durability)
+    } catch let error as WALError {
+      throw .log(error)
+    } catch {
+      throw .log(.failed("\(error)"))
+    }
+  }
+
+  private func waitForRoom() async {
+    try? await log.waitForRoom()
+  }
+
+  private func outcome(of ticket: AppendTicket) async throws(WriteError) -> WriteOutcome {
+    do {
+      let result = try await ticket.result()
+      return WriteOutcome(
+        lsn: result.lsn, epoch: result.epoch, transactionID: result.transactionID,
+        durability: result.durability, isRepeat: false)
+    } catch let error as WALError {
+      throw .log(error)
+    } catch {
+      throw .log(.failed("\(error)"))
+    }
+  }
+
+  // MARK: expiry
+
+  /// Deletes, through the log, memories whose expiry time has passed by `nowMicros` (reads already
+  /// hide them; this makes it permanent and the same on every node). Returns how many.
+  @discardableResult
+  public func deleteExpired(nowMicros: Int64, limit: Int = 1_000) async -> Int {
+    var deleted = 0
+    for (namespace, id) in store.expiredMemoryIDs(nowMicros: nowMicros, limit: limit) {
+      guard let current = store.currentValue(.memory, id: id, in: namespace) else { continue }
+      let request = TransactionRequest(
+        namespace: namespace, operations: [.deleteMemory(id: id, ifVersion: current.version)])
+      // A concurrent update (say, one that extends the expiry) wins: the precondition fails.
+      if (try? await execute(request)) != nil { deleted += 1 }
+    }
+    return deleted
+  }
+}

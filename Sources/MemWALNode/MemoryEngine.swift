@@ -1,0 +1,204 @@
+import Logging
+import MemWALCore
+import MemWALLog
+import MemWALStore
+import Synchronization
+
+/// One node's engine: the write path, the applier and checkpoints over a write-ahead log and the
+/// stores (DESIGN §3, §4).
+///
+/// Order of events for a write: preconditions and before-images are computed under the write lock
+/// from the current values (the store's newest versions, overlaid with writes not yet applied), the
+/// transaction is submitted to the log under the same lock (so log order is the order in which the
+/// current values changed), then — outside the lock — the writer waits until its record reaches the
+/// durability it asked for. The applier follows the log separately: the acknowledgement never waits
+/// for the vector index.
+public final class MemoryEngine: @unchecked Sendable {
+  public struct Options: Sendable {
+    public var log = WriteAheadLog.Options()
+    public var store = MemoryStore.Options()
+    /// Records applied per batch.
+    public var applyBatch = 1_024
+    /// Take a checkpoint after this many bytes of WAL since the last one (0: only when asked).
+    public var checkpointEveryBytes = 256 << 20
+    /// Longest a read with `min_lsn` waits for the applier.
+    public var maximumReadWait: Duration = .seconds(5)
+
+    public init() {}
+  }
+
+  public let options: Options
+  public let log: WriteAheadLog
+  public let store: MemoryStore
+  let logger: Logger
+  let clock: any WALClock
+  let applierThread = SerialThread(name: "memwal-applier")
+
+  // Guarded by `writeLock`.
+  let writeLock = Mutex(WriteState())
+  struct WriteState {
+    var overlay: [OverlayKey: OverlayEntry] = [:]
+    var pendingNamespaces: [String: OverlayEntry] = [:]
+    var inFlightKeys: [String: OutcomeBroadcast] = [:]
+    /// Outcomes of idempotent transactions the store may not have applied yet.
+    var recentOutcomes: [String: WriteOutcome] = [:]
+    var sequence: UInt64 = 0
+  }
+
+  struct OverlayKey: Hashable {
+    var namespace: String
+    var target: TargetType
+    var id: String
+  }
+
+  /// A value written to the log but maybe not applied yet. `lsn` is nil until the writer learns it.
+  struct OverlayEntry {
+    var value: RecordValue?
+    var lsn: LSN?
+    var sequence: UInt64
+  }
+
+  private let applierTask = Mutex<Task<Void, Never>?>(nil)
+  /// Checkpoints run one at a time, so their LSNs never go backwards.
+  private let checkpointSerializer = AsyncSerializer()
+  private let bytesSinceCheckpoint = Atomic<Int>(0)
+
+  init(options: Options, log: WriteAheadLog, store: MemoryStore, logger: Logger) {
+    self.options = options
+    self.log = log
+    self.store = store
+    self.logger = logger
+    self.clock = options.log.clock
+  }
+
+  /// Opens the node's data directory: loads the newest valid checkpoint, replays the log after it,
+  /// and starts the applier.
+  public static func open(
+    directory: String, options: Options = Options(), fileSystem: FileSystem = POSIXFileSystem(),
+    logger: Logger = Logger(label: "memwal.node")
+  ) async throws -> MemoryEngine {
+    let (log, recovery) = try WriteAheadLog.open(
+      directory: directory, options: options.log, fileSystem: fileSystem, logger: logger)
+    let store: MemoryStore
+    if let checkpoint = recovery.checkpoint {
+      store = try MemoryStore.load(checkpoint.payload, options: options.store)
+      guard store.appliedLSN == checkpoint.lsn else {
+        throw StoreError.corruptSnapshot(
+          "checkpoint at LSN \(checkpoint.lsn) holds a store applied through \(store.appliedLSN)")
+      }
+    } else {
+      store = MemoryStore(options: options.store)
+    }
+    let engine = MemoryEngine(options: options, log: log, store: store, logger: logger)
+    let replayed = try await engine.catchUp(to: recovery.lastLSN)
+    logger.info(
+      "node recovered",
+      metadata: [
+        "checkpoint": "\(recovery.checkpoint?.lsn.rawValue ?? 0)", "replayed": "\(replayed)",
+        "lsn": "\(recovery.lastLSN)",
+      ])
+    engine.startApplier()
+    return engine
+  }
+
+  /// Applies the log up to `target` (recovery's replay).
+  private func catchUp(to target: LSN) async throws -> Int {
+    var replayed = 0
+    while store.appliedLSN < target {
+      let records = try log.records(from: store.appliedLSN.next, limit: options.applyBatch)
+      guard !records.isEmpty else { break }
+      try await applierThread.perform { [store] in store.apply(records) }
+      replayed += records.count
+    }
+    return replayed
+  }
+
+  // MARK: the applier
+
+  private func startApplier() {
+    let task = Task { [self] in
+      while !Task.isCancelled {
+        do {
+          try await log.positions.written.wait(for: store.appliedLSN.next)
+          let records = try log.records(from: store.appliedLSN.next, limit: options.applyBatch)
+          guard !records.isEmpty else { continue }
+          let bytes = records.reduce(0) { $0 + $1.approximateBytes }
+          try await applierThread.perform { [store] in store.apply(records) }
+          pruneOverlay()
+          if bytesSinceCheckpoint.add(bytes, ordering: .relaxed).newValue >= options.checkpointEveryBytes,
+            options.checkpointEveryBytes > 0
+          {
+            _ = try await takeCheckpoint()
+          }
+        } catch is CancellationError {
+          return
+        } catch {
+          if Task.isCancelled { return }
+          logger.error("applier stopped", metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
+          return
+        }
+      }
+    }
+    applierTask.withLock { $0 = task }
+  }
+
+  private func pruneOverlay() {
+    let applied = store.appliedLSN
+    writeLock.withLock { state in
+      state.overlay = state.overlay.filter { $0.value.lsn.map { $0 > applied } ?? true }
+      state.pendingNamespaces = state.pendingNamespaces.filter { $0.value.lsn.map { $0 > applied } ?? true }
+      state.recentOutcomes = state.recentOutcomes.filter { $0.value.lsn > applied }
+    }
+  }
+
+  // MARK: checkpoints
+
+  /// Writes a checkpoint of the stores at the applied LSN and retires the WAL segments it makes
+  /// unnecessary. Returns the checkpoint's LSN.
+  public func checkpoint() async throws -> LSN { try await takeCheckpoint() }
+
+  /// Snapshot on the applier thread (no apply can run meanwhile), make the log durable through the
+  /// snapshot's LSN, write the checkpoint, retire old segments.
+  private func takeCheckpoint() async throws -> LSN {
+    try await checkpointSerializer.run { try await self.writeCheckpointNow() }
+  }
+
+  private func writeCheckpointNow() async throws -> LSN {
+    let (lsn, bytes) = try await applierThread.perform { [store] in store.snapshot() }
+    try await log.sync()
+    try await applierThread.perform { [log] in
+      try log.writeCheckpoint(at: lsn, payload: bytes)
+      _ = try log.retireSegments(below: lsn.next)
+    }
+    bytesSinceCheckpoint.store(0, ordering: .relaxed)
+    logger.info("checkpoint", metadata: ["lsn": "\(lsn)", "bytes": "\(bytes.count)"])
+    return lsn
+  }
+
+  // MARK: reads
+
+  /// Waits (bounded by `maximumReadWait`) until the stores have applied `lsn`: read-your-writes.
+  public func waitForApplied(_ lsn: LSN, timeout: Duration? = nil) async throws {
+    try await store.applied.wait(for: lsn, timeout: timeout ?? options.maximumReadWait)
+  }
+
+  /// The read point for the newest applied state.
+  public func latestReadPoint() -> ReadPoint { store.latest(nowMicros: clock.microsecondsSinceEpoch()) }
+
+  // MARK: closing
+
+  /// Stops the applier and closes the log (queued writes finish first).
+  public func close() async {
+    await log.close()
+    applierTask.withLock { $0?.cancel() }
+    applierThread.stop()
+  }
+}
+
+extension WALRecord {
+  /// Bytes this record roughly takes in the log, for the checkpoint trigger.
+  var approximateBytes: Int {
+    guard case .transaction(let transaction) = payload else { return 64 }
+    return transaction.operations.reduce(64) { $0 + 32 + ($1.before?.count ?? 0) + ($1.after?.count ?? 0) }
+  }
+}

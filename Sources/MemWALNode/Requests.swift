@@ -1,0 +1,106 @@
+import MemWALCore
+import MemWALLog
+import MemWALStore
+
+/// One change in a transaction. `ifVersion` is a compare-and-set precondition: the key's current
+/// version (the LSN that wrote it) must equal it, and `LSN.zero` means "must not exist".
+public enum Operation: Sendable, Equatable {
+  case upsertMemory(MemoryRecord, ifVersion: LSN? = nil)
+  case deleteMemory(id: String, ifVersion: LSN? = nil)
+  case upsertNode(GraphNode, ifVersion: LSN? = nil)
+  case deleteNode(id: String, ifVersion: LSN? = nil)
+  case upsertEdge(GraphEdge, ifVersion: LSN? = nil)
+  case deleteEdge(id: String, ifVersion: LSN? = nil)
+
+  var target: TargetType {
+    switch self {
+    case .upsertMemory, .deleteMemory: return .memory
+    case .upsertNode, .deleteNode: return .node
+    case .upsertEdge, .deleteEdge: return .edge
+    }
+  }
+
+  var id: String {
+    switch self {
+    case .upsertMemory(let memory, _): return memory.id
+    case .upsertNode(let node, _): return node.id
+    case .upsertEdge(let edge, _): return edge.id
+    case .deleteMemory(let id, _), .deleteNode(let id, _), .deleteEdge(let id, _): return id
+    }
+  }
+
+  var ifVersion: LSN? {
+    switch self {
+    case .upsertMemory(_, let version), .deleteMemory(_, let version), .upsertNode(_, let version),
+      .deleteNode(_, let version), .upsertEdge(_, let version), .deleteEdge(_, let version):
+      return version
+    }
+  }
+
+  var newValue: RecordValue? {
+    switch self {
+    case .upsertMemory(let memory, _): return .memory(memory)
+    case .upsertNode(let node, _): return .node(node)
+    case .upsertEdge(let edge, _): return .edge(edge)
+    case .deleteMemory, .deleteNode, .deleteEdge: return nil
+    }
+  }
+}
+
+/// A transaction: operations in one namespace that become durable and visible together.
+public struct TransactionRequest: Sendable, Equatable {
+  public var namespace: String
+  public var operations: [Operation]
+  public var idempotencyKey: String?
+  public var durability: Durability
+
+  public init(
+    namespace: String, operations: [Operation], idempotencyKey: String? = nil, durability: Durability = .local
+  ) {
+    self.namespace = namespace
+    self.operations = operations
+    self.idempotencyKey = idempotencyKey
+    self.durability = durability
+  }
+}
+
+/// What a write got: its place in the log and the durability actually reached.
+public struct WriteOutcome: Sendable, Equatable {
+  public var lsn: LSN
+  public var epoch: Epoch
+  public var transactionID: TransactionID
+  public var durability: Durability
+  /// True when this answers a repeat of an idempotency key (nothing new was written).
+  public var isRepeat: Bool
+}
+
+/// Why a write was refused. Nothing was logged when one of these is thrown.
+public enum WriteError: Error, Equatable, Sendable, CustomStringConvertible {
+  case unknownNamespace(String)
+  case namespaceExists(String)
+  case invalid(RecordError)
+  case notFound(target: TargetType, id: String)
+  /// An `ifVersion` precondition did not hold.
+  case versionMismatch(target: TargetType, id: String, expected: LSN, actual: LSN?)
+  /// An edge names a node that does not exist.
+  case missingEndpoint(edge: String, node: String)
+  /// The key has a write in the log whose LSN is not known yet; retry.
+  case writeInFlight(target: TargetType, id: String)
+  /// The log refused or failed (`WALError.failed` after an fsync failure: the outcome is unknown).
+  case log(WALError)
+
+  public var description: String {
+    switch self {
+    case .unknownNamespace(let name): return "unknown namespace \(name)"
+    case .namespaceExists(let name): return "namespace \(name) already exists"
+    case .invalid(let error): return error.description
+    case .notFound(let target, let id): return "\(target) \(id) not found"
+    case .versionMismatch(let target, let id, let expected, let actual):
+      return "\(target) \(id) is at version \(actual.map { "\($0)" } ?? "none (absent)"), not \(expected)"
+    case .missingEndpoint(let edge, let node):
+      return "edge \(edge) refers to node \(node), which does not exist"
+    case .writeInFlight(let target, let id): return "\(target) \(id) has a write in flight; retry"
+    case .log(let error): return error.description
+    }
+  }
+}

@@ -220,3 +220,50 @@ import Testing
     await engine.close()
   }
 }
+
+@Suite struct ConcurrentReadTests {
+  /// Searches keep answering, consistently with their read point, while the applier inserts.
+  @Test func searchesRunWhileTheApplierInserts() async throws {
+    let clock = TestClock()
+    var options = engineOptions(clock: clock)
+    options.store.exactSearchThreshold = 50
+    let engine = try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
+    let created = try await engine.createNamespace(NamespaceConfig(name: "n", dimension: 16, metric: .l2))
+    try await engine.waitForApplied(created.lsn)
+    let writer = Task {
+      var random = Seeded(1)
+      for batch in 0..<30 {
+        let operations: [Operation] = (0..<50).map { index in
+          .upsertMemory(
+            MemoryRecord(
+              id: "m\(batch)-\(index)", vector: (0..<16).map { _ in Float.random(in: -1...1, using: &random) }
+            ))
+        }
+        _ = try await engine.execute(
+          TransactionRequest(namespace: "n", operations: operations, durability: .memory))
+      }
+    }
+    var searches = 0
+    var random = Seeded(2)
+    while !(writer.isCancelled) && searches < 2_000 {
+      let point = engine.latestReadPoint()
+      let query = (0..<16).map { _ in Float.random(in: -1...1, using: &random) }
+      let hits = try engine.store.search(query, k: 10, in: "n", at: point).hits
+      #expect(hits.count <= 10)
+      for hit in hits {
+        #expect(
+          try engine.store.memory(hit.id, in: "n", at: point)?.record.vector == hit.memory.record.vector)
+      }
+      #expect(zip(hits, hits.dropFirst()).allSatisfy { $0.distance <= $1.distance })
+      searches += 1
+      if engine.store.appliedLSN.rawValue >= 31 { break }
+    }
+    try await writer.value
+    try await engine.waitForApplied(engine.log.positions.written.value)
+    #expect(
+      try engine.store.search([Float](repeating: 0, count: 16), k: 10, in: "n", at: engine.latestReadPoint())
+        .hits.count == 10)
+    await engine.close()
+  }
+}

@@ -1,3 +1,4 @@
+import Glibc
 import MemWALCore
 import Synchronization
 
@@ -13,8 +14,8 @@ public final class MemoryStore: @unchecked Sendable {
     public var hnsw = HNSWParameters()
     /// Namespaces with at most this many live memories are searched exactly.
     public var exactSearchThreshold = 2_000
-    /// Threads for vector inserts when applying a batch.
-    public var applyThreads = 2
+    /// Threads for vector inserts when applying a batch (default: every core).
+    public var applyThreads = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     public var maximumTraversalDepth = 8
     public var maximumResults = 10_000
     public var maximumK = 1_000

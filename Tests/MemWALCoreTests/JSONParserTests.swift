@@ -1,0 +1,54 @@
+import MemWALCore
+import Testing
+
+@Suite struct JSONParserTests {
+  func parse(_ text: String) throws -> JSONValue { try JSONParser.parse(Array(text.utf8)) }
+
+  @Test func parsesEveryKindOfValue() throws {
+    let value = try parse(
+      #" { "a": [1, -2.5e3, true, false, null], "b": {"c": "é\n\u00e9\ud83d\ude00"}, "d": 0 } "#)
+    #expect(
+      value
+        == .object([
+          "a": .array([.number(1), .number(-2500), .bool(true), .bool(false), .null]),
+          "b": .object(["c": .string("é\né😀")]), "d": .number(0),
+        ]))
+    #expect(try parse(value.jsonText) == value)
+    #expect(value.jsonText == #"{"a":[1,-2500,true,false,null],"b":{"c":"é\né😀"},"d":0}"#)
+  }
+
+  @Test func refusesMalformedInput() {
+    let bad = [
+      "", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "1e", "\"abc", "{\"a\" 1}", "tru", "nul", "[1 2]",
+      "\"\\x\"", "\"\\ud800\"", "\"a\u{01}\"", "{\"a\":1,\"a\":2}", "1e400", "-1e400", "[] []", "NaN",
+      "Infinity",
+    ]
+    for text in bad {
+      #expect(throws: JSONParseError.self, "\(text.debugDescription) must be refused") { try parse(text) }
+    }
+    #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xFF, 0xFE, 0x22]) }
+  }
+
+  @Test func limitsDepthAndSize() {
+    let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+    #expect(throws: JSONParseError.self) { try parse(deep) }
+    var limits = JSONParser.Limits()
+    limits.maximumBytes = 10
+    #expect(throws: JSONParseError.self) { try JSONParser.parse(Array("[1,2,3,4,5,6]".utf8), limits: limits) }
+    let nested = String(repeating: "[", count: 50) + String(repeating: "]", count: 50)
+    #expect((try? parse(nested)) != nil)
+  }
+
+  @Test func randomBytesNeverCrash() {
+    var generator = SeededGenerator(seed: 17)
+    let alphabet = Array("{}[]\",:0123456789-+.eEtrufalsn \\u\n".utf8)
+    for _ in 0..<20_000 {
+      let length = Int.random(in: 0...40, using: &generator)
+      let bytes = (0..<length).map { _ in
+        Bool.random(using: &generator)
+          ? alphabet.randomElement(using: &generator)! : UInt8.random(in: 0...255, using: &generator)
+      }
+      _ = try? JSONParser.parse(bytes)
+    }
+  }
+}

@@ -66,6 +66,8 @@ extension MemoryEngine {
         WALTransaction(namespace: name, operations: [operation]), durability: durability)
       state.sequence += 1
       state.pendingNamespaces[name] = OverlayEntry(value: value, lsn: nil, sequence: state.sequence)
+      // Values written in the namespace's previous incarnation must not leak into the next one.
+      state.overlay = state.overlay.filter { $0.key.namespace != name }
       return (ticket, state.sequence)
     }
     let outcome = try await outcome(of: ticket)

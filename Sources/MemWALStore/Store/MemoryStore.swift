@@ -142,6 +142,11 @@ public final class MemoryStore: @unchecked Sendable {
           transactionID: record.transactionID)
         switch (operation.target, value) {
         case (.memory, .memory(let memory)?):
+          // The write path checked it; a record that breaks the namespace's shape anyway (a damaged
+          // or foreign log) is skipped, the same way on every node, rather than trap the index.
+          guard memory.vector.count == namespace.config.dimension, memory.vector.allSatisfy(\.isFinite),
+            namespace.config.metric != .cosine || memory.vector.contains(where: { $0 != 0 })
+          else { continue }
           let label = nextLabel
           nextLabel += 1
           namespace.labels[label] = (memory.id, record.lsn)

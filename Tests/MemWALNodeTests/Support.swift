@@ -23,6 +23,8 @@ func engineOptions(clock: TestClock, segmentBytes: Int = 256 << 10) -> MemoryEng
   options.log.clock = clock
   options.checkpointEveryBytes = 0
   options.store.retentionLSNs = 1_000_000
+  // Small graphs here; a cheaper build keeps the debug-mode suite quick.
+  options.store.hnsw = HNSWParameters(m: 8, efConstruction: 32)
   return options
 }
 

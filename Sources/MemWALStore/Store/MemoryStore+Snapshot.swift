@@ -162,6 +162,11 @@ extension MemoryStore {
     guard case .namespace(let config) = try RecordCodec.decode(try readBytes(&reader), as: .namespace) else {
       throw StoreError.corruptSnapshot("namespace config")
     }
+    do {
+      try RecordLimits().check(namespace: config)
+    } catch {
+      throw StoreError.corruptSnapshot("namespace config: \(error)")
+    }
     let created = LSN(try reader.read(UInt64.self))
     let deleted: UInt64 = try reader.read()
     let state = NamespaceState(config: config, createdLSN: created, parameters: store.options.hnsw)

@@ -23,6 +23,8 @@ public final class MemoryEngine: @unchecked Sendable {
     public var checkpointEveryBytes = 256 << 20
     /// Longest a read with `min_lsn` waits for the applier.
     public var maximumReadWait: Duration = .seconds(5)
+    /// How often expired memories are deleted through the log (nil: only when `deleteExpired` is called).
+    public var expiryInterval: Duration? = .seconds(1)
 
     public init() {}
   }
@@ -59,6 +61,7 @@ public final class MemoryEngine: @unchecked Sendable {
   }
 
   private let applierTask = Mutex<Task<Void, Never>?>(nil)
+  private let reaperTask = Mutex<Task<Void, Never>?>(nil)
   /// Checkpoints run one at a time, so their LSNs never go backwards.
   private let checkpointSerializer = AsyncSerializer()
   private let bytesSinceCheckpoint = Atomic<Int>(0)
@@ -98,6 +101,7 @@ public final class MemoryEngine: @unchecked Sendable {
         "lsn": "\(recovery.lastLSN)",
       ])
     engine.startApplier()
+    engine.startReaper()
     return engine
   }
 
@@ -140,6 +144,19 @@ public final class MemoryEngine: @unchecked Sendable {
       }
     }
     applierTask.withLock { $0 = task }
+  }
+
+  /// Deletes expired memories through the log now and then, so every node drops them at the same LSN.
+  private func startReaper() {
+    guard let interval = options.expiryInterval else { return }
+    let task = Task { [self] in
+      while !Task.isCancelled {
+        try? await Task.sleep(for: interval)
+        guard !Task.isCancelled, log.stoppedBy == nil else { return }
+        await deleteExpired(nowMicros: clock.microsecondsSinceEpoch())
+      }
+    }
+    reaperTask.withLock { $0 = task }
   }
 
   private func pruneOverlay() {
@@ -189,6 +206,7 @@ public final class MemoryEngine: @unchecked Sendable {
 
   /// Stops the applier and closes the log (queued writes finish first).
   public func close() async {
+    reaperTask.withLock { $0?.cancel() }
     await log.close()
     applierTask.withLock { $0?.cancel() }
     applierThread.stop()

@@ -22,6 +22,7 @@ func engineOptions(clock: TestClock, segmentBytes: Int = 256 << 10) -> MemoryEng
   options.log.clusterID = ClusterID(high: 7, low: 7)
   options.log.clock = clock
   options.checkpointEveryBytes = 0
+  options.expiryInterval = nil
   options.store.retentionLSNs = 1_000_000
   // Small graphs here; a cheaper build keeps the debug-mode suite quick.
   options.store.hnsw = HNSWParameters(m: 8, efConstruction: 32)

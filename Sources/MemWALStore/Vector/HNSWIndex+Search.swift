@@ -1,0 +1,128 @@
+extension HNSWIndex {
+  /// The `k` nearest live elements to `query` that pass `filter`, sorted by (distance, label).
+  ///
+  /// `ef` (k...100,000) is the candidate-list size: larger finds more of the true neighbours,
+  /// more slowly. `filter` returning false keeps a label out of the results, not out of the walk;
+  /// with a very selective filter the walk visits much of the graph and recall falls, which is
+  /// when a caller should use `ExactSearch` instead.
+  public func search(
+    _ query: [Float], k: Int, ef: Int, filter: ((UInt64) -> Bool)? = nil
+  ) throws(VectorIndexError) -> [SearchHit] {
+    try VectorLimits.checkSearch(k: k, ef: ef)
+    let probe = try prepared(query)
+    structureLock.lockShared()
+    defer { structureLock.unlock() }
+    let graph = storage
+    let entry = top.withLock { $0 }
+    guard entry.node != Self.noNode else { return [] }
+    let scratch = scratchPool.acquire(nodes: graph.capacity)
+    defer { scratchPool.release(scratch) }
+    return probe.withUnsafeBufferPointer { buffer in
+      let query = buffer.baseAddress!
+      var nearest = Candidate(distance: distance(query, entry.node, graph), node: entry.node)
+      for layer in stride(from: entry.level, to: 0, by: -1) {
+        nearest = greedyClosest(query, from: nearest, layer: layer, graph, scratch)
+      }
+      if let filter {
+        searchLayer(query, from: nearest, ef: ef, layer: 0, graph, scratch) { node in
+          !graph.states.isDeleted(node) && filter(graph.labels[Int(node)])
+        }
+      } else {
+        searchLayer(query, from: nearest, ef: ef, layer: 0, graph, scratch) { !graph.states.isDeleted($0) }
+      }
+      var hits = scratch.results.items.map {
+        SearchHit(label: graph.labels[Int($0.node)], distance: $0.distance)
+      }
+      hits.sort(by: SearchHit.isOrderedBefore)
+      if hits.count > k { hits.removeLast(hits.count - k) }
+      return hits
+    }
+  }
+
+  /// Copies `node`'s list on `layer` into `buffer` under the node's lock; returns its length.
+  @inline(__always)
+  @_optimize(speed)
+  func copyLinks(
+    _ node: UInt32, layer: Int, _ graph: GraphStorage, into buffer: UnsafeMutablePointer<UInt32>
+  ) -> Int {
+    let list = graph.links(node, layer: layer)
+    graph.states.lock(node)
+    let count = min(Int(list[0]), graph.maxLinks(layer: layer))
+    buffer.update(from: list + 1, count: count)
+    graph.states.unlock(node)
+    return count
+  }
+
+  /// Greedy descent on an upper layer: moves to a closer neighbour until none is closer.
+  @_optimize(speed)
+  func greedyClosest(
+    _ query: UnsafePointer<Float>, from start: Candidate, layer: Int, _ graph: GraphStorage,
+    _ scratch: SearchScratch
+  ) -> Candidate {
+    var best = start
+    var moved = true
+    while moved {
+      moved = false
+      let count = copyLinks(best.node, layer: layer, graph, into: scratch.neighbors)
+      for index in 0..<count {
+        let node = scratch.neighbors[index]
+        guard Int(node) < graph.capacity else { continue }
+        let distance = distance(query, node, graph)
+        if distance < best.distance {
+          best = Candidate(distance: distance, node: node)
+          moved = true
+        }
+      }
+    }
+    return best
+  }
+
+  /// Best-first search of one layer (hnswlib's `searchBaseLayer`): leaves in `scratch.results`
+  /// (a max-heap) the `ef` closest nodes found that `accept` admits. Rejected nodes still guide
+  /// the walk; while fewer than `ef` are admitted, the walk goes on.
+  @_optimize(speed)
+  func searchLayer(
+    _ query: UnsafePointer<Float>, from entry: Candidate, ef: Int, layer: Int, _ graph: GraphStorage,
+    _ scratch: SearchScratch, accept: (UInt32) -> Bool
+  ) {
+    let epoch = scratch.begin(nodes: graph.capacity)
+    let stamps = scratch.stamps
+    let neighbors = scratch.neighbors
+    var candidates = scratch.candidates
+    var results = scratch.results
+    scratch.candidates = CandidateHeap()
+    scratch.results = CandidateHeap()
+    candidates.removeAll()
+    results.removeAll()
+    defer {
+      scratch.candidates = candidates
+      scratch.results = results
+    }
+    stamps[Int(entry.node)] = epoch
+    var bound = Float.infinity
+    if accept(entry.node) {
+      results.push(entry)
+      bound = entry.distance
+    }
+    candidates.push(Candidate(distance: -entry.distance, node: entry.node))
+    while !candidates.isEmpty {
+      let current = candidates.top
+      if -current.distance > bound && results.count >= ef { break }
+      candidates.pop()
+      let count = copyLinks(current.node, layer: layer, graph, into: neighbors)
+      for index in 0..<count {
+        let node = neighbors[index]
+        guard Int(node) < graph.capacity, stamps[Int(node)] != epoch else { continue }
+        stamps[Int(node)] = epoch
+        let distance = distance(query, node, graph)
+        guard results.count < ef || distance < bound else { continue }
+        candidates.push(Candidate(distance: -distance, node: node))
+        if accept(node) {
+          results.push(Candidate(distance: distance, node: node))
+          if results.count > ef { results.pop() }
+        }
+        if !results.isEmpty { bound = results.top.distance }
+      }
+    }
+  }
+}

@@ -146,11 +146,7 @@ extension HNSWIndex {
     graph.labels[Int(node)] = label
     graph.levels[Int(node)] = UInt8(slot.level)
     graph.upperStart[Int(node)] = UInt32(slot.upperStart)
-    // Whole lists zeroed, not just counts, so that snapshots of equal graphs are equal bytes.
-    graph.links(node, layer: 0).update(repeating: 0, count: graph.stride0)
-    if slot.level > 0 {
-      graph.links(node, layer: 1).update(repeating: 0, count: slot.level * graph.upperStride)
-    }
+    graph.clearLists(node, level: slot.level)
 
     topInsertionLock.lock()
     let entry = top.withLock { $0 }
@@ -166,11 +162,12 @@ extension HNSWIndex {
       // Neighbours are chosen top-down (each layer's search starts from the closest choice of the
       // layer above), then linked bottom-up: a search that reaches the new node on some layer
       // always finds its lists on the layers below complete.
+      let hasTombstones = tombstoneCounter.load(ordering: .relaxed) > 0
       var plan: [[Candidate]] = []
       for layer in stride(from: min(slot.level, entry.level), through: 0, by: -1) {
         searchLayer(
           query, from: nearest, ef: parameters.efConstruction, layer: layer, graph, scratch
-        ) { $0 != node && !graph.states.isDeleted($0) }
+        ) { $0 != node && !(hasTombstones && graph.states.isDeleted($0)) }
         var found = scratch.results.items
         if found.isEmpty { found = [nearest] }
         found.sort { $0.distance < $1.distance }
@@ -191,33 +188,33 @@ extension HNSWIndex {
   /// list with the neighbour heuristic.
   @_optimize(speed)
   private func connect(_ node: UInt32, layer: Int, _ chosen: [Candidate], _ graph: GraphStorage) {
-    let list = graph.links(node, layer: layer)
-    graph.states.lock(node)
-    for (index, candidate) in chosen.enumerated() { list[1 + index] = candidate.node }
-    list[0] = UInt32(chosen.count)
-    graph.states.unlock(node)
+    let list = graph.ids(node, layer: layer)
+    graph.lock(node)
+    for (index, candidate) in chosen.enumerated() { list[index] = candidate.node }
+    graph.setCount(node, layer: layer, chosen.count)
+    graph.unlock(node)
 
     let limit = graph.maxLinks(layer: layer)
     for neighbor in chosen where neighbor.node != node {
-      let other = graph.links(neighbor.node, layer: layer)
-      graph.states.lock(neighbor.node)
-      let count = min(Int(other[0]), limit)
+      let other = graph.ids(neighbor.node, layer: layer)
+      graph.lock(neighbor.node)
+      let count = graph.count(neighbor.node, layer: layer)
       if count < limit {
-        other[1 + count] = node
-        other[0] = UInt32(count + 1)
+        other[count] = node
+        graph.setCount(neighbor.node, layer: layer, count + 1)
       } else {
         var pool = [Candidate(distance: neighbor.distance, node: node)]
         pool.reserveCapacity(count + 1)
         for index in 0..<count {
-          let member = other[1 + index]
+          let member = other[index]
           pool.append(Candidate(distance: distance(between: neighbor.node, member, graph), node: member))
         }
         pool.sort { $0.distance < $1.distance }
         let kept = selectNeighbors(pool, limit: limit, graph)
-        for (index, candidate) in kept.enumerated() { other[1 + index] = candidate.node }
-        other[0] = UInt32(kept.count)
+        for (index, candidate) in kept.enumerated() { other[index] = candidate.node }
+        graph.setCount(neighbor.node, layer: layer, kept.count)
       }
-      graph.states.unlock(neighbor.node)
+      graph.unlock(neighbor.node)
     }
   }
 

@@ -23,12 +23,17 @@ extension HNSWIndex {
       for layer in stride(from: entry.level, to: 0, by: -1) {
         nearest = greedyClosest(query, from: nearest, layer: layer, graph, scratch)
       }
+      // hnswlib's `has_deletions`: without tombstones or a filter every node is admitted and the
+      // per-node check (a likely cache miss) is skipped.
+      let hasTombstones = tombstoneCounter.load(ordering: .relaxed) > 0
       if let filter {
         searchLayer(query, from: nearest, ef: ef, layer: 0, graph, scratch) { node in
-          !graph.states.isDeleted(node) && filter(graph.labels[Int(node)])
+          !(hasTombstones && graph.states.isDeleted(node)) && filter(graph.labels[Int(node)])
         }
-      } else {
+      } else if hasTombstones {
         searchLayer(query, from: nearest, ef: ef, layer: 0, graph, scratch) { !graph.states.isDeleted($0) }
+      } else {
+        searchLayer(query, from: nearest, ef: ef, layer: 0, graph, scratch, admitsAll: true) { _ in true }
       }
       var hits = scratch.results.items.map {
         SearchHit(label: graph.labels[Int($0.node)], distance: $0.distance)
@@ -45,11 +50,10 @@ extension HNSWIndex {
   func copyLinks(
     _ node: UInt32, layer: Int, _ graph: GraphStorage, into buffer: UnsafeMutablePointer<UInt32>
   ) -> Int {
-    let list = graph.links(node, layer: layer)
-    graph.states.lock(node)
-    let count = min(Int(list[0]), graph.maxLinks(layer: layer))
-    buffer.update(from: list + 1, count: count)
-    graph.states.unlock(node)
+    graph.lock(node)
+    let count = graph.count(node, layer: layer)
+    buffer.update(from: graph.ids(node, layer: layer), count: count)
+    graph.unlock(node)
     return count
   }
 
@@ -83,11 +87,12 @@ extension HNSWIndex {
   @_optimize(speed)
   func searchLayer(
     _ query: UnsafePointer<Float>, from entry: Candidate, ef: Int, layer: Int, _ graph: GraphStorage,
-    _ scratch: SearchScratch, accept: (UInt32) -> Bool
+    _ scratch: SearchScratch, admitsAll: Bool = false, accept: (UInt32) -> Bool
   ) {
     let epoch = scratch.begin(nodes: graph.capacity)
     let stamps = scratch.stamps
     let neighbors = scratch.neighbors
+    let distances = scratch.distances
     var candidates = scratch.candidates
     var results = scratch.results
     scratch.candidates = CandidateHeap()
@@ -100,7 +105,7 @@ extension HNSWIndex {
     }
     stamps[Int(entry.node)] = epoch
     var bound = Float.infinity
-    if accept(entry.node) {
+    if admitsAll || accept(entry.node) {
       results.push(entry)
       bound = entry.distance
     }
@@ -109,20 +114,63 @@ extension HNSWIndex {
       let current = candidates.top
       if -current.distance > bound && results.count >= ef { break }
       candidates.pop()
-      let count = copyLinks(current.node, layer: layer, graph, into: neighbors)
+      let count = unvisitedLinks(of: current.node, layer: layer, graph, scratch, epoch: epoch)
+      computeDistances(query, count: count, graph, scratch)
       for index in 0..<count {
         let node = neighbors[index]
-        guard Int(node) < graph.capacity, stamps[Int(node)] != epoch else { continue }
-        stamps[Int(node)] = epoch
-        let distance = distance(query, node, graph)
+        let distance = distances[index]
         guard results.count < ef || distance < bound else { continue }
         candidates.push(Candidate(distance: -distance, node: node))
-        if accept(node) {
+        if admitsAll || accept(node) {
           results.push(Candidate(distance: distance, node: node))
           if results.count > ef { results.pop() }
         }
         if !results.isEmpty { bound = results.top.distance }
       }
+    }
+  }
+
+  /// Copies the not-yet-visited members of `node`'s list into `scratch.neighbors`, marking them
+  /// visited; returns how many.
+  @inline(__always) @_optimize(speed)
+  func unvisitedLinks(
+    of node: UInt32, layer: Int, _ graph: GraphStorage, _ scratch: SearchScratch, epoch: UInt16
+  ) -> Int {
+    let neighbors = scratch.neighbors
+    let stamps = scratch.stamps
+    let count = copyLinks(node, layer: layer, graph, into: neighbors)
+    var kept = 0
+    for index in 0..<count {
+      let member = neighbors[index]
+      guard Int(member) < graph.capacity, stamps[Int(member)] != epoch else { continue }
+      stamps[Int(member)] = epoch
+      neighbors[kept] = member
+      kept &+= 1
+    }
+    return kept
+  }
+
+  /// Distances from `query` to the first `count` nodes of `scratch.neighbors`, four at a time.
+  @inline(__always) @_optimize(speed)
+  func computeDistances(
+    _ query: UnsafePointer<Float>, count: Int, _ graph: GraphStorage, _ scratch: SearchScratch
+  ) {
+    let neighbors = scratch.neighbors
+    let distances = scratch.distances
+    var index = 0
+    while index &+ 4 <= count {
+      let four = Distance.distances(
+        metric, query, graph.vector(neighbors[index]), graph.vector(neighbors[index &+ 1]),
+        graph.vector(neighbors[index &+ 2]), graph.vector(neighbors[index &+ 3]), count: dimension)
+      distances[index] = four[0]
+      distances[index &+ 1] = four[1]
+      distances[index &+ 2] = four[2]
+      distances[index &+ 3] = four[3]
+      index &+= 4
+    }
+    while index < count {
+      distances[index] = distance(query, neighbors[index], graph)
+      index &+= 1
     }
   }
 }

@@ -62,11 +62,14 @@ extension HNSWIndex {
       Self.append(&writer, graph.labels, count: nodes)
       Self.append(&writer, graph.levels, count: nodes)
       for node in 0..<nodes { writer.write(UInt8(graph.states.isDeleted(UInt32(node)) ? 1 : 0)) }
-      Self.append(&writer, graph.vectors, count: nodes * dimension)
-      Self.append(&writer, graph.layer0, count: nodes * graph.stride0)
+      for node in 0..<nodes { Self.append(&writer, graph.vector(UInt32(node)), count: dimension) }
+      for node in 0..<UInt32(nodes) {
+        writer.write(UInt32(graph.count(node, layer: 0)))
+        Self.append(&writer, graph.ids(node, layer: 0), count: graph.maxLinks0)
+      }
       for node in 0..<nodes where graph.levels[node] > 0 {
         Self.append(
-          &writer, graph.links(UInt32(node), layer: 1), count: Int(graph.levels[node]) * graph.upperStride)
+          &writer, graph.ids(UInt32(node), layer: 1) - 1, count: Int(graph.levels[node]) * graph.upperStride)
       }
       writer.write(CRC32C.checksum(writer.bytes))
       precondition(writer.count == size, "snapshot size \(writer.count) != \(size)")

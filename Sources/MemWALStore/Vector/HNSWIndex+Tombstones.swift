@@ -76,15 +76,15 @@ extension HNSWIndex {
     of node: UInt32, layer: Int, expecting expected: [UInt32], with replacement: [UInt32],
     _ graph: GraphStorage
   ) -> Bool {
-    let list = graph.links(node, layer: layer)
-    graph.states.lock(node)
-    defer { graph.states.unlock(node) }
-    let count = min(Int(list[0]), graph.maxLinks(layer: layer))
-    guard count == expected.count, (0..<count).allSatisfy({ list[1 + $0] == expected[$0] }) else {
+    let list = graph.ids(node, layer: layer)
+    graph.lock(node)
+    defer { graph.unlock(node) }
+    let count = graph.count(node, layer: layer)
+    guard count == expected.count, (0..<count).allSatisfy({ list[$0] == expected[$0] }) else {
       return false
     }
-    for (index, member) in replacement.enumerated() { list[1 + index] = member }
-    list[0] = UInt32(replacement.count)
+    for (index, member) in replacement.enumerated() { list[index] = member }
+    graph.setCount(node, layer: layer, replacement.count)
     return true
   }
 
@@ -109,25 +109,29 @@ extension HNSWIndex {
       let new = renumbered[old]
       guard new != Self.noNode else { continue }
       let level = Int(graph.levels[old])
-      // Upper lists first: they are read from the old pool, which nothing overwrites.
+      // Upper lists first: they are read from the old pool (through `upperStart[old]`, which is
+      // overwritten only after), into the new one.
       for layer in stride(from: 1, through: level, by: 1) {
-        copyRenumbered(
-          from: graph.links(UInt32(old), layer: layer),
-          to: pool + (nextBlock + layer - 1) * graph.upperStride,
-          limit: graph.maxLinks, renumbered)
+        let target = pool + (nextBlock + layer - 1) * graph.upperStride
+        target[0] = UInt32(
+          renumber(
+            graph.ids(UInt32(old), layer: layer), count: graph.count(UInt32(old), layer: layer),
+            into: target + 1,
+            renumbered))
       }
       graph.upperStart[Int(new)] = UInt32(nextBlock)
       nextBlock += level
       // Slots only move down (new ≤ old), so an old slot is read before anything overwrites it.
-      copyRenumbered(
-        from: graph.links(UInt32(old), layer: 0), to: graph.links(new, layer: 0), limit: graph.maxLinks0,
-        renumbered)
       if Int(new) != old {
-        graph.vector(new).update(from: graph.vector(UInt32(old)), count: dimension)
+        (graph.blocks + Int(new) * graph.blockStride).copyMemory(
+          from: graph.blocks + old * graph.blockStride, byteCount: graph.blockStride)
         graph.labels[Int(new)] = graph.labels[old]
         graph.levels[Int(new)] = graph.levels[old]
         graph.states.store(Int(new), graph.states.load(old))
       }
+      let list = graph.ids(new, layer: 0)
+      let kept0 = renumber(list, count: graph.count(new, layer: 0), into: list, renumbered)
+      graph.setCount(new, layer: 0, kept0, isLocked: false)
       if !graph.states.isDeleted(new) { live[graph.labels[Int(new)]] = new }
       if level > bestEntry.level { bestEntry = (new, level) }
     }
@@ -145,24 +149,25 @@ extension HNSWIndex {
       state.nodes = kept
       state.upperBlocks = keptUpperBlocks
       state.tombstones -= dropped
+      tombstoneCounter.subtract(dropped, ordering: .relaxed)
       precondition(state.labels.count == live.count, "compaction lost or invented a live label")
       state.labels = live
     }
   }
 
-  /// Copies a list `[count, ids…]`, dropping members that did not survive and renumbering the rest.
-  private func copyRenumbered(
-    from source: UnsafeMutablePointer<UInt32>, to target: UnsafeMutablePointer<UInt32>, limit: Int,
+  /// Copies `count` ids, dropping those that did not survive and renumbering the rest; returns
+  /// how many were written (`target` may equal `source`: writes never pass reads).
+  private func renumber(
+    _ source: UnsafeMutablePointer<UInt32>, count: Int, into target: UnsafeMutablePointer<UInt32>,
     _ renumbered: [UInt32]
-  ) {
-    let count = min(Int(source[0]), limit)
+  ) -> Int {
     var written = 0
     for index in 0..<count {
-      let member = Int(source[1 + index])
+      let member = Int(source[index])
       guard member < renumbered.count, renumbered[member] != Self.noNode else { continue }
-      target[1 + written] = renumbered[member]
+      target[written] = renumbered[member]
       written += 1
     }
-    target[0] = UInt32(written)
+    return written
   }
 }

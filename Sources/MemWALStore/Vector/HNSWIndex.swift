@@ -33,6 +33,8 @@ public final class HNSWIndex: @unchecked Sendable {
   /// Serializes `removeTombstones` calls.
   let cleanupLock = PlainMutex()
   let scratchPool: ScratchPool
+  /// Tombstones in the graph, readable without a lock (searches skip deletion checks at zero).
+  let tombstoneCounter = Atomic<Int>(0)
   let levelMultiplier: Double
 
   struct EntryPoint {
@@ -86,6 +88,7 @@ public final class HNSWIndex: @unchecked Sendable {
     top = Mutex(entry)
     scratchPool = ScratchPool(listWords: 2 * parameters.m + 1)
     levelMultiplier = 1 / log(Double(parameters.m))
+    tombstoneCounter.store(allocation.tombstones, ordering: .relaxed)
   }
 
   deinit { storage.deallocate() }
@@ -135,6 +138,7 @@ public final class HNSWIndex: @unchecked Sendable {
         let wasDeleted = storage.states.setDeleted(node, true)
         precondition(!wasDeleted, "a live label mapped to a tombstone")
         state.tombstones += 1
+        tombstoneCounter.add(1, ordering: .relaxed)
       }
     }
   }

@@ -1,4 +1,5 @@
 import MemWALCore
+import Synchronization
 
 /// Reads an HNSW snapshot (format in `HNSWIndex+Snapshot.swift`), checking every length and
 /// bound before using it.
@@ -115,13 +116,24 @@ struct SnapshotDecoder {
     }
     let allocation = try readFlags(graph, header, at: flagsOffset)
     let vectorsOffset = offset
-    copy(into: graph.vectors, count: nodes * header.dimension, at: &offset)
-    for index in 0..<nodes * header.dimension where !graph.vectors[index].isFinite {
-      throw Self.corrupt(
-        "vector of node \(index / header.dimension)", at: vectorsOffset + index * 4, "not finite")
+    for node in 0..<nodes { copy(into: graph.vector(UInt32(node)), count: header.dimension, at: &offset) }
+    for node in 0..<nodes {
+      let vector = graph.vector(UInt32(node))
+      if let bad = (0..<header.dimension).first(where: { !vector[$0].isFinite }) {
+        throw Self.corrupt(
+          "vector of node \(node)", at: vectorsOffset + (node * header.dimension + bad) * 4, "not finite")
+      }
     }
     let layer0Offset = offset
-    copy(into: graph.layer0, count: nodes * graph.stride0, at: &offset)
+    for node in 0..<UInt32(nodes) {
+      let count = raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian
+      guard count <= graph.maxLinks0 else {
+        throw Self.corrupt("link count of node \(node) layer 0", at: offset, "\(count)")
+      }
+      graph.header(node).initialize(to: Atomic(count))
+      offset += 4
+      copy(into: graph.ids(node, layer: 0), count: graph.maxLinks0, at: &offset)
+    }
     let upperOffset = offset
     copy(into: graph.upperPool, count: blocks * graph.upperStride, at: &offset)
     for node in 0..<nodes {
@@ -174,13 +186,15 @@ struct SnapshotDecoder {
   private func checkList(
     _ graph: GraphStorage, node: Int, layer: Int, offset: Int, _ header: Header
   ) throws(VectorIndexError) {
-    let list = graph.links(UInt32(node), layer: layer)
-    let count = Int(list[0])
+    let list = graph.ids(UInt32(node), layer: layer)
+    let count =
+      layer == 0
+      ? Int(graph.header(UInt32(node)).pointee.load(ordering: .relaxed)) : Int((list - 1).pointee)
     guard count <= graph.maxLinks(layer: layer) else {
       throw Self.corrupt("link count of node \(node) layer \(layer)", at: offset, "\(count)")
     }
     for index in 0..<count {
-      let member = Int(list[1 + index])
+      let member = Int(list[index])
       guard member < header.nodes, Int(graph.levels[member]) >= layer else {
         throw Self.corrupt(
           "link \(index) of node \(node) layer \(layer)", at: offset + 4 + index * 4,

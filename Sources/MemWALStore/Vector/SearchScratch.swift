@@ -66,6 +66,8 @@ final class SearchScratch: @unchecked Sendable {
   private(set) var stampCapacity: Int
   private(set) var epoch: UInt16 = 0
   let neighbors: UnsafeMutablePointer<UInt32>
+  /// Distances to `neighbors`, filled by the batched kernels.
+  let distances: UnsafeMutablePointer<Float>
   var candidates = CandidateHeap()
   var results = CandidateHeap()
 
@@ -74,11 +76,13 @@ final class SearchScratch: @unchecked Sendable {
     stamps = .allocate(capacity: nodes)
     stamps.initialize(repeating: 0, count: nodes)
     neighbors = .allocate(capacity: listWords)
+    distances = .allocate(capacity: listWords)
   }
 
   deinit {
     stamps.deallocate()
     neighbors.deallocate()
+    distances.deallocate()
   }
 
   /// Starts a new search over `nodes` node ids; returns the epoch that marks "visited".

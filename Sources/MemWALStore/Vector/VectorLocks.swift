@@ -53,10 +53,8 @@ final class PlainMutex: @unchecked Sendable {
   func unlock() { pthread_mutex_unlock(mutex) }
 }
 
-/// One 32-bit word per node: bit 0 is a spin lock guarding the node's link lists, bit 1 its
-/// tombstone. Locks are held only while a list is copied or rewritten, never across a search.
+/// One 32-bit word per node; bit 1 is its tombstone (read only when the index has tombstones).
 struct NodeStates {
-  static let lockedBit: UInt32 = 1
   static let deletedBit: UInt32 = 2
 
   private(set) var words: UnsafeMutablePointer<Atomic<UInt32>>
@@ -85,32 +83,6 @@ struct NodeStates {
     deallocate()
     words = bigger
     capacity = newCapacity
-  }
-
-  @inline(__always)
-  func lock(_ node: UInt32) {
-    let word = words + Int(node)
-    var spins = 0
-    while true {
-      let current = word.pointee.load(ordering: .relaxed)
-      if current & Self.lockedBit == 0 {
-        let (exchanged, _) = word.pointee.compareExchange(
-          expected: current, desired: current | Self.lockedBit, successOrdering: .acquiring,
-          failureOrdering: .relaxed)
-        if exchanged { return }
-      }
-      spins += 1
-      if spins >= 64 {
-        sched_yield()
-        spins = 0
-      }
-    }
-  }
-
-  @inline(__always)
-  func unlock(_ node: UInt32) {
-    let previous = words[Int(node)].bitwiseAnd(~Self.lockedBit, ordering: .releasing).oldValue
-    precondition(previous & Self.lockedBit != 0, "unlocking node \(node), which is not locked")
   }
 
   @inline(__always)

@@ -159,7 +159,7 @@ struct ANNBench: AsyncParsableCommand {
     try RawFile.write(bytes, to: path)
     defer { unlink(path) }
     let loadStart = ContinuousClock.now
-    let loaded = try HNSWIndex.deserialize(try RawFile.readBytes(path))
+    let loaded = try RawFile.withMapped(path) { raw in try HNSWIndex.deserialize(raw) }
     let loadSeconds = seconds(since: loadStart)
     guard try loaded.search(probe, k: Self.k, ef: 64) == index.search(probe, k: Self.k, ef: 64) else {
       throw ValidationError("the loaded snapshot answers differently from the index it was taken from")
@@ -282,7 +282,8 @@ struct VectorFile<Element: BitwiseCopyable> {
 
 /// Whole-file reads and writes for the benchmark's inputs and snapshot.
 enum RawFile {
-  /// The whole file, read until end of file (so /proc files, whose size reads as 0, work too).
+  /// The whole file. Regular files are read into an array of their size; files whose size reads
+  /// as 0 (/proc) are read in chunks until end of file.
   static func readBytes(_ path: String) throws -> [UInt8] {
     let descriptor = open(path, O_RDONLY)
     guard descriptor >= 0 else { throw ValidationError("\(path): \(String(cString: strerror(errno)))") }
@@ -291,19 +292,38 @@ enum RawFile {
     guard fstat(descriptor, &status) == 0 else {
       throw ValidationError("\(path): \(String(cString: strerror(errno)))")
     }
-    var bytes = [UInt8](repeating: 0, count: max(Int(status.st_size), 1 << 16))
-    var done = 0
-    while true {
-      if done == bytes.count { bytes.append(contentsOf: repeatElement(0, count: bytes.count)) }
-      let got = bytes.withUnsafeMutableBytes {
-        Glibc.read(descriptor, $0.baseAddress! + done, $0.count - done)
+    let size = Int(status.st_size)
+    var bytes = try [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+      while initialized < size {
+        let got = Glibc.read(descriptor, buffer.baseAddress! + initialized, size - initialized)
+        guard got > 0 else { throw ValidationError("\(path): read failed at byte \(initialized)") }
+        initialized += got
       }
-      guard got >= 0 else { throw ValidationError("\(path): read failed at byte \(done)") }
-      if got == 0 { break }
-      done += got
     }
-    bytes.removeLast(bytes.count - done)
-    return bytes
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+      let got = chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress!, $0.count) }
+      guard got >= 0 else { throw ValidationError("\(path): read failed at byte \(bytes.count)") }
+      if got == 0 { return bytes }
+      bytes.append(contentsOf: chunk[0..<got])
+    }
+  }
+
+  /// Runs `body` on the file mapped read-only into memory (no copy through a buffer).
+  static func withMapped<T>(_ path: String, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+    let descriptor = open(path, O_RDONLY)
+    guard descriptor >= 0 else { throw ValidationError("\(path): \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    var status = stat()
+    guard fstat(descriptor, &status) == 0, status.st_size > 0 else {
+      throw ValidationError("\(path): empty or unreadable")
+    }
+    let size = Int(status.st_size)
+    guard let address = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, descriptor, 0),
+      address != MAP_FAILED
+    else { throw ValidationError("\(path): mmap failed: \(String(cString: strerror(errno)))") }
+    defer { munmap(address, size) }
+    return try body(UnsafeRawBufferPointer(start: address, count: size))
   }
 
   static func write(_ bytes: [UInt8], to path: String) throws {

@@ -156,3 +156,19 @@ import Testing
     }
   }
 }
+
+@Suite struct VectorLargeBufferTests {
+  /// A capacity whose node blocks exceed 4 MiB takes the mmap + huge-page path; growing moves them.
+  @Test func largeCapacityUsesMappedMemoryAndGrows() throws {
+    let data = ClusteredData(count: 40, queries: 3, dimension: 64, seed: 8)
+    let index = HNSWIndex(dimension: 64, metric: .l2, capacity: 20_000)
+    try index.insert(batch: Array(data.labelled[0..<20]), threads: 2)
+    let loaded = try HNSWIndex.deserialize(index.serialize())
+    try loaded.insert(batch: Array(data.labelled[20...]), threads: 1)
+    #expect(loaded.count == 40)
+    for query in data.queries {
+      let exact = ExactSearch.search(query: query, k: 5, metric: .l2, candidates: data.labelled)
+      #expect(try loaded.search(query, k: 5, ef: 40).map(\.label) == exact.map(\.label))
+    }
+  }
+}

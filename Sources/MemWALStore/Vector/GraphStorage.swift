@@ -46,7 +46,7 @@ struct GraphStorage {
     blockStride = listBytes + 4 * dimension
     self.capacity = capacity
     self.upperCapacity = upperCapacity
-    blocks = .allocate(byteCount: capacity * blockStride, alignment: 64)
+    blocks = PageMemory.allocate(byteCount: capacity * blockStride)
     upperPool = .allocate(capacity: upperCapacity * (1 + maxLinks))
     upperStart = .allocate(capacity: capacity)
     labels = .allocate(capacity: capacity)
@@ -55,7 +55,7 @@ struct GraphStorage {
   }
 
   func deallocate() {
-    blocks.deallocate()
+    PageMemory.deallocate(blocks, byteCount: capacity * blockStride)
     upperPool.deallocate()
     upperStart.deallocate()
     labels.deallocate()
@@ -145,9 +145,9 @@ struct GraphStorage {
   /// keeping `used` nodes and `upperUsed` blocks. Exclusive access required.
   mutating func grow(toNodes newCapacity: Int, upperBlocks newUpperCapacity: Int, used: Int, upperUsed: Int) {
     if newCapacity > capacity {
-      let bigger = UnsafeMutableRawPointer.allocate(byteCount: newCapacity * blockStride, alignment: 64)
+      let bigger = PageMemory.allocate(byteCount: newCapacity * blockStride)
       bigger.copyMemory(from: blocks, byteCount: used * blockStride)
-      blocks.deallocate()
+      PageMemory.deallocate(blocks, byteCount: capacity * blockStride)
       blocks = bigger
       upperStart = Self.moved(upperStart, count: used, into: newCapacity)
       labels = Self.moved(labels, count: used, into: newCapacity)

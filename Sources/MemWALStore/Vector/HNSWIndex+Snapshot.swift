@@ -103,9 +103,15 @@ extension HNSWIndex {
   /// throws `.corruptSnapshot`; nothing in it can make this trap.
   public static func deserialize(_ bytes: [UInt8]) throws(VectorIndexError) -> HNSWIndex {
     let result = bytes.withUnsafeBytes { raw -> Result<HNSWIndex, VectorIndexError> in
-      var decoder = SnapshotDecoder(raw)
-      do throws(VectorIndexError) { return .success(try decoder.decode()) } catch { return .failure(error) }
+      do throws(VectorIndexError) { return .success(try deserialize(raw)) } catch { return .failure(error) }
     }
     return try result.get()
+  }
+
+  /// The same from memory the caller owns (for example a memory-mapped snapshot file), which is
+  /// only read during the call.
+  public static func deserialize(_ raw: UnsafeRawBufferPointer) throws(VectorIndexError) -> HNSWIndex {
+    var decoder = SnapshotDecoder(raw)
+    return try decoder.decode()
   }
 }

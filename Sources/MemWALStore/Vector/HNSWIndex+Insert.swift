@@ -203,11 +203,14 @@ extension HNSWIndex {
         other[count] = node
         graph.setCount(neighbor.node, layer: layer, count + 1)
       } else {
+        var memberDistances = [Float](repeating: 0, count: count)
+        memberDistances.withUnsafeMutableBufferPointer {
+          distances(from: graph.vector(neighbor.node), to: other, count: count, into: $0.baseAddress!, graph)
+        }
         var pool = [Candidate(distance: neighbor.distance, node: node)]
         pool.reserveCapacity(count + 1)
         for index in 0..<count {
-          let member = other[index]
-          pool.append(Candidate(distance: distance(between: neighbor.node, member, graph), node: member))
+          pool.append(Candidate(distance: memberDistances[index], node: other[index]))
         }
         pool.sort { $0.distance < $1.distance }
         let kept = selectNeighbors(pool, limit: limit, graph)
@@ -225,15 +228,24 @@ extension HNSWIndex {
     guard sorted.count > limit else { return sorted }
     var chosen: [Candidate] = []
     chosen.reserveCapacity(limit)
+    var chosenNodes = [UInt32](repeating: 0, count: limit)
+    var distances = [Float](repeating: 0, count: limit)
     for candidate in sorted {
       if chosen.count >= limit { break }
-      var isDiverse = true
-      for kept in chosen where distance(between: candidate.node, kept.node, graph) < candidate.distance {
-        isDiverse = false
-        break
+      // Distances from the candidate to everything kept, four at a time.
+      chosenNodes.withUnsafeBufferPointer { nodes in
+        distances.withUnsafeMutableBufferPointer { out in
+          self.distances(
+            from: graph.vector(candidate.node), to: nodes.baseAddress!, count: chosen.count,
+            into: out.baseAddress!, graph)
+        }
       }
-      if isDiverse { chosen.append(candidate) }
+      if !distances[0..<chosen.count].contains(where: { $0 < candidate.distance }) {
+        chosenNodes[chosen.count] = candidate.node
+        chosen.append(candidate)
+      }
     }
     return chosen
   }
+
 }

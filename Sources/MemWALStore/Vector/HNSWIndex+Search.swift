@@ -68,10 +68,10 @@ extension HNSWIndex {
     while moved {
       moved = false
       let count = copyLinks(best.node, layer: layer, graph, into: scratch.neighbors)
+      computeDistances(query, count: count, graph, scratch)
       for index in 0..<count {
         let node = scratch.neighbors[index]
-        guard Int(node) < graph.capacity else { continue }
-        let distance = distance(query, node, graph)
+        let distance = scratch.distances[index]
         if distance < best.distance {
           best = Candidate(distance: distance, node: node)
           moved = true
@@ -150,27 +150,35 @@ extension HNSWIndex {
     return kept
   }
 
-  /// Distances from `query` to the first `count` nodes of `scratch.neighbors`, four at a time.
+  /// Distances from `query` to the first `count` nodes of `scratch.neighbors`, into
+  /// `scratch.distances`.
   @inline(__always) @_optimize(speed)
   func computeDistances(
     _ query: UnsafePointer<Float>, count: Int, _ graph: GraphStorage, _ scratch: SearchScratch
   ) {
-    let neighbors = scratch.neighbors
-    let distances = scratch.distances
+    distances(from: query, to: scratch.neighbors, count: count, into: scratch.distances, graph)
+  }
+
+  /// Distances from `base` to `count` nodes, four at a time; a remainder of two or three is
+  /// padded with repeats of its last node (a cached vector) rather than computed one by one.
+  @_optimize(speed)
+  func distances(
+    from base: UnsafePointer<Float>, to nodes: UnsafePointer<UInt32>, count: Int,
+    into distances: UnsafeMutablePointer<Float>, _ graph: GraphStorage
+  ) {
     var index = 0
-    while index &+ 4 <= count {
-      let four = Distance.distances(
-        metric, query, graph.vector(neighbors[index]), graph.vector(neighbors[index &+ 1]),
-        graph.vector(neighbors[index &+ 2]), graph.vector(neighbors[index &+ 3]), count: dimension)
-      distances[index] = four[0]
-      distances[index &+ 1] = four[1]
-      distances[index &+ 2] = four[2]
-      distances[index &+ 3] = four[3]
-      index &+= 4
-    }
     while index < count {
-      distances[index] = distance(query, neighbors[index], graph)
-      index &+= 1
+      let left = count &- index
+      if left == 1 {
+        distances[index] = Distance.distance(metric, base, graph.vector(nodes[index]), count: dimension)
+        return
+      }
+      let last = index &+ min(left, 4) &- 1
+      let four = Distance.distances(
+        metric, base, graph.vector(nodes[index]), graph.vector(nodes[min(index &+ 1, last)]),
+        graph.vector(nodes[min(index &+ 2, last)]), graph.vector(nodes[last]), count: dimension)
+      for lane in 0..<min(left, 4) { distances[index &+ lane] = four[lane] }
+      index &+= 4
     }
   }
 }

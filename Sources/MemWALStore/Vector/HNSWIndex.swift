@@ -57,6 +57,11 @@ public final class HNSWIndex: @unchecked Sendable {
     var pendingLevel: Int?
   }
 
+  /// An empty index. `capacity` is where the buffers start (they grow as needed).
+  ///
+  /// Preconditions: `dimension` within `VectorLimits.dimension` and `parameters.isValid`. Both
+  /// come from a namespace's configuration, which its creator checks first with
+  /// `parameters.validate()` (a typed error) before it reaches here.
   public init(
     dimension: Int, metric: DistanceMetric, parameters: HNSWParameters = .init(), capacity: Int = 1024
   ) {

@@ -61,4 +61,33 @@ import Testing
     #expect(odd)
     #expect(index.tombstoneCount == 0 && index.count == 500)
   }
+
+  /// Cleanup, inserts and deletes at once; afterwards the graph must pass every snapshot check
+  /// (counts, ids, layers, labels, entry point) and still find what it holds.
+  @Test func cleanupDuringInsertsLeavesAConsistentGraph() throws {
+    let data = ClusteredData(count: 1_200, queries: 10, dimension: 8, seed: 51)
+    let index = HNSWIndex(dimension: 8, metric: .l2, parameters: HNSWParameters(m: 6, efConstruction: 24))
+    try index.insert(batch: Array(data.labelled[0..<600]), threads: 1)
+    for label in stride(from: UInt64(0), to: 600, by: 3) { try index.markDeleted(label) }
+    let failure = Mutex<VectorIndexError?>(nil)
+    let writer = TestThread {
+      do throws(VectorIndexError) {
+        try index.insert(batch: Array(data.labelled[600...]), threads: 2)
+        for label in stride(from: UInt64(601), to: 1_200, by: 5) { try index.markDeleted(label) }
+      } catch {
+        failure.withLock { $0 = error }
+      }
+    }
+    index.removeTombstones()
+    writer.join()
+    index.removeTombstones()
+    #expect(failure.withLock { $0 } == nil)
+    #expect(index.tombstoneCount == 0)
+    let live = data.labelled.filter { index.contains($0.label) }
+    #expect(index.count == live.count && live.count == 1_200 - 200 - 120)
+    let reloaded = try HNSWIndex.deserialize(index.serialize())
+    #expect(reloaded.count == live.count)
+    let value = try recall(reloaded, queries: data.queries, candidates: live, k: 10, ef: 64)
+    #expect(value >= 0.9, "recall after concurrent cleanup \(value)")
+  }
 }

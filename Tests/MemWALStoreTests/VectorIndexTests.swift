@@ -8,7 +8,7 @@ import Testing
   func recallAtTenAgainstExactSearch(metric: DistanceMetric) throws {
     let clock = ContinuousClock()
     let start = clock.now
-    let index = try makeIndex(Self.data, metric: metric, m: 10, efConstruction: 40)
+    let index = try makeIndex(Self.data, metric: metric, m: 8, efConstruction: 32)
     let built = clock.now - start
     #expect(index.count == 3_000)
     let value = try recall(index, queries: Self.data.queries, candidates: Self.data.labelled, k: 10, ef: 64)

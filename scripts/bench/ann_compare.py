@@ -29,6 +29,15 @@ def ensure_packages():
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "hnswlib", "numpy"])
 
 
+def package_version(name):
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # noqa: BLE001 - the version is only printed
+        return "?"
+
+
 def resident_bytes():
     with open("/proc/self/status") as status:
         for line in status:
@@ -138,7 +147,7 @@ def run_hnswlib(args, paths, efs):
     os.remove(path)
     return {"build_seconds": build, "resident_bytes_per_vector": per_vector, "runs": runs,
             "snapshot_bytes": size, "serialize_seconds": save, "load_seconds": load,
-            "version": getattr(hnswlib, "__version__", "?")}
+            "version": package_version("hnswlib")}
 
 
 def run_memwal(args, paths):

@@ -66,16 +66,25 @@ extension MemoryEngine {
         WALTransaction(namespace: name, operations: [operation]), durability: durability)
       state.sequence += 1
       state.pendingNamespaces[name] = OverlayEntry(value: value, lsn: nil, sequence: state.sequence)
+      state.submissions.append(SubmissionRecord(sequence: state.sequence, keys: [], namespace: name))
       // Values written in the namespace's previous incarnation must not leak into the next one.
       state.overlay = state.overlay.filter { $0.key.namespace != name }
       return (ticket, state.sequence)
     }
-    let outcome = try await outcome(of: ticket)
+    let outcome: WriteOutcome
+    do {
+      outcome = try await self.outcome(of: ticket)
+    } catch {
+      writeLock.withLock { $0.recordLSN(.zero, of: sequence) }
+      throw error
+    }
     writeLock.withLock { state in
       if state.pendingNamespaces[name]?.sequence == sequence {
         state.pendingNamespaces[name]?.lsn = outcome.lsn
       }
+      state.recordLSN(outcome.lsn, of: sequence)
     }
+    if outcome.lsn <= store.appliedLSN { pruneOverlay() }
     return outcome
   }
 
@@ -134,6 +143,7 @@ extension MemoryEngine {
         result = .failure(error)
       }
       writeLock.withLock { state in
+        state.recordLSN((try? result.get())?.lsn ?? .zero, of: submission.sequence)
         if let outcome = try? result.get() {
           for key in submission.keys where state.overlay[key]?.sequence == submission.sequence {
             state.overlay[key]?.lsn = outcome.lsn
@@ -146,6 +156,8 @@ extension MemoryEngine {
         }
       }
       submission.broadcast?.publish(result)
+      // The applier may have applied the record before its LSN was noted here: prune now.
+      if let lsn = try? result.get().lsn, lsn <= store.appliedLSN { pruneOverlay() }
       return try result.get()
     }
   }
@@ -264,6 +276,10 @@ extension MemoryEngine {
     for key in order {
       state.overlay[key] = OverlayEntry(value: local[key]!, lsn: nil, sequence: state.sequence)
     }
+    state.submissions.append(
+      SubmissionRecord(
+        sequence: state.sequence, keys: order, namespace: nil,
+        idempotencyKey: request.idempotencyKey.map { idempotencyKey(request.namespace, $0) }))
     var broadcast: OutcomeBroadcast?
     if let key = request.idempotencyKey {
       let created = OutcomeBroadcast()
@@ -332,5 +348,17 @@ extension MemoryEngine {
       if (try? await execute(request)) != nil { deleted += 1 }
     }
     return deleted
+  }
+}
+
+extension MemoryEngine.WriteState {
+  /// Notes the LSN a submission got (`.zero` when the log failed it: nothing to wait for).
+  mutating func recordLSN(_ lsn: LSN, of sequence: UInt64) {
+    guard submissionsHead < submissions.count else { return }
+    let index = submissionsHead + Int(sequence - submissions[submissionsHead].sequence)
+    guard index >= submissionsHead, index < submissions.count, submissions[index].sequence == sequence else {
+      return
+    }
+    submissions[index].lsn = lsn
   }
 }

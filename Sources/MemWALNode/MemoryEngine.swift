@@ -44,7 +44,19 @@ public final class MemoryEngine: @unchecked Sendable {
     var inFlightKeys: [String: OutcomeBroadcast] = [:]
     /// Outcomes of idempotent transactions the store may not have applied yet.
     var recentOutcomes: [String: WriteOutcome] = [:]
+    /// Every submission in log order, so the overlay can be pruned from the front as records apply.
+    var submissions: [SubmissionRecord] = []
+    var submissionsHead = 0
     var sequence: UInt64 = 0
+  }
+
+  struct SubmissionRecord {
+    var sequence: UInt64
+    var keys: [OverlayKey]
+    var namespace: String?
+    var idempotencyKey: String?
+    /// Set once the writer learns its LSN (or `.zero` if the log failed it).
+    var lsn: LSN?
   }
 
   struct OverlayKey: Hashable {
@@ -159,12 +171,29 @@ public final class MemoryEngine: @unchecked Sendable {
     reaperTask.withLock { $0 = task }
   }
 
-  private func pruneOverlay() {
+  /// Drops overlay entries the store has applied: submissions are in log order, so this walks
+  /// from the front and stops at the first not applied (or whose LSN is not known yet).
+  func pruneOverlay() {
     let applied = store.appliedLSN
     writeLock.withLock { state in
-      state.overlay = state.overlay.filter { $0.value.lsn.map { $0 > applied } ?? true }
-      state.pendingNamespaces = state.pendingNamespaces.filter { $0.value.lsn.map { $0 > applied } ?? true }
-      state.recentOutcomes = state.recentOutcomes.filter { $0.value.lsn > applied }
+      while state.submissionsHead < state.submissions.count,
+        let lsn = state.submissions[state.submissionsHead].lsn,
+        lsn <= applied
+      {
+        let done = state.submissions[state.submissionsHead]
+        state.submissionsHead += 1
+        for key in done.keys where state.overlay[key]?.sequence == done.sequence { state.overlay[key] = nil }
+        if let name = done.namespace, state.pendingNamespaces[name]?.sequence == done.sequence {
+          state.pendingNamespaces[name] = nil
+        }
+        if let key = done.idempotencyKey, state.recentOutcomes[key]?.lsn == lsn {
+          state.recentOutcomes[key] = nil
+        }
+      }
+      if state.submissionsHead > 4_096 && state.submissionsHead * 2 > state.submissions.count {
+        state.submissions.removeFirst(state.submissionsHead)
+        state.submissionsHead = 0
+      }
     }
   }
 
@@ -198,6 +227,10 @@ public final class MemoryEngine: @unchecked Sendable {
   public func waitForApplied(_ lsn: LSN, timeout: Duration? = nil) async throws {
     try await store.applied.wait(for: lsn, timeout: timeout ?? options.maximumReadWait)
   }
+
+  /// Keys written to the log whose records the stores have not applied yet (the write path's
+  /// overlay): a measure of how far the applier lags.
+  public var unappliedKeyCount: Int { writeLock.withLock { $0.overlay.count } }
 
   /// The read point for the newest applied state.
   public func latestReadPoint() -> ReadPoint { store.latest(nowMicros: clock.microsecondsSinceEpoch()) }

@@ -261,6 +261,10 @@ import Testing
     }
     try await writer.value
     try await engine.waitForApplied(engine.log.positions.written.value)
+    // The overlay of unapplied writes drains once the applier has caught up.
+    let deadline = ContinuousClock.now + .seconds(10)
+    while engine.unappliedKeyCount > 0 && ContinuousClock.now < deadline { await Task.yield() }
+    #expect(engine.unappliedKeyCount == 0)
     #expect(
       try engine.store.search([Float](repeating: 0, count: 16), k: 10, in: "n", at: engine.latestReadPoint())
         .hits.count == 10)

@@ -19,6 +19,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
   ],
   targets: [
     // CRC32C with the SSE4.2 / ARMv8 CRC instruction where the CPU has it, and a table fallback.
@@ -42,10 +43,20 @@ let package = Package(
       ],
       swiftSettings: strict
     ),
+    // The HTTP/JSON API of one node (Hummingbird 2), wiring the engine to the network.
+    .target(
+      name: "MemWALServer",
+      dependencies: [
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
     .executableTarget(
       name: "MemWALCLI",
       dependencies: [
-        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode",
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALServer",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],
@@ -63,6 +74,16 @@ let package = Package(
       name: "MemWALNodeTests",
       dependencies: [
         "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "MemWALServerTests",
+      dependencies: [
+        "MemWALCore", "MemWALNode", "MemWALServer",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HummingbirdTesting", package: "hummingbird"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict

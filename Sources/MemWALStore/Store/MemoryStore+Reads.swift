@@ -5,6 +5,12 @@ public struct StoredMemory: Sendable, Equatable {
   public var record: MemoryRecord
   public var version: LSN
   public var timestampMicros: Int64
+
+  public init(record: MemoryRecord, version: LSN, timestampMicros: Int64) {
+    self.record = record
+    self.version = version
+    self.timestampMicros = timestampMicros
+  }
 }
 
 /// One search result.

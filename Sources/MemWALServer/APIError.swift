@@ -3,6 +3,7 @@ import MemWALCore
 import MemWALLog
 import MemWALNode
 import MemWALStore
+import NIOCore
 
 /// An error as the API returns it: an HTTP status and `{"error": {"code": …, "message": …}}` with a
 /// stable code.
@@ -36,6 +37,10 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
       return APIError(.gatewayTimeout, "min_lsn_timeout", "\(error); the write may still be applying, retry")
     case let error as HTTPError where error.status == .contentTooLarge:
       return APIError(.contentTooLarge, "payload_too_large", "the request body exceeds the limit")
+    case let error as NIOTooManyBytesError:
+      return APIError(
+        .contentTooLarge, "payload_too_large",
+        "the request body exceeds the limit of \(error.maxBytes.map(String.init) ?? "?") bytes")
     default:
       return APIError(.internalServerError, "internal", "\(error)")
     }

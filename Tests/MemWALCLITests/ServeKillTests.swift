@@ -1,0 +1,135 @@
+import Foundation
+import MemWALCore
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A blocking HTTP/1.1 exchange over a fresh loopback connection (no client library, so the test
+/// depends on nothing but the server).
+func http(_ method: String, port: Int, _ path: String, _ body: String = "") throws -> (
+  status: Int, body: String
+) {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard fd >= 0 else { throw CLIError("socket failed") }
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = in_port_t(UInt16(port).bigEndian)
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  let connected = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+      connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+    }
+  }
+  guard connected == 0 else { throw CLIError("connect to 127.0.0.1:\(port) failed") }
+  let payload = Array(body.utf8)
+  let request =
+    "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(payload.count)\r\nConnection: close\r\n\r\n"
+  let bytes = Array(request.utf8) + payload
+  var sent = 0
+  while sent < bytes.count {
+    let wrote = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+    guard wrote > 0 else { throw CLIError("send failed") }
+    sent += wrote
+  }
+  var response: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 65_536)
+  while true {
+    let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+    if got <= 0 { break }
+    response += buffer[0..<got]
+  }
+  let text = String(decoding: response, as: UTF8.self)
+  guard let statusLine = text.split(separator: "\r\n").first,
+    let code = Int(statusLine.split(separator: " ")[1])
+  else {
+    throw CLIError("no HTTP response")
+  }
+  let bodyText = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+  return (code, bodyText)
+}
+
+/// A `memwal serve` child on a free port, stopped by `kill`.
+final class ServerProcess {
+  let process = Process()
+  let port: Int
+
+  init(dataDirectory: String) throws {
+    process.executableURL = try memwalBinary()
+    process.arguments = ["serve", "--data-dir", dataDirectory, "--port", "0"]
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    // Wait (bounded by the child's own start-up) for the line naming the bound port.
+    var text = ""
+    let reader = out.fileHandleForReading
+    while !text.contains("\n") {
+      let chunk = reader.availableData
+      if chunk.isEmpty { break }
+      text += String(decoding: chunk, as: UTF8.self)
+    }
+    guard let range = text.range(of: "http://127.0.0.1:"),
+      let port = Int(text[range.upperBound...].prefix { $0.isNumber })
+    else {
+      process.terminate()
+      throw CLIError("memwal serve did not report its port: \(text)")
+    }
+    self.port = port
+  }
+
+  func kill(_ signal: Int32) {
+    Glibc.kill(process.processIdentifier, signal)
+    process.waitUntilExit()
+  }
+
+  deinit {
+    if process.isRunning { kill(SIGKILL) }
+  }
+}
+
+@Suite(.serialized) struct ServeKillTests {
+  /// G1 through the API: 2,000 memories acknowledged at `local`, then `kill -9`; after a restart
+  /// every one is there and search finds them.
+  @Test func acknowledgedMemoriesSurviveKill9() throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let data = scratch.path + "/data"
+    var server = try ServerProcess(dataDirectory: data)
+    var (status, body) = try http(
+      "POST", port: server.port, "/v1/namespaces", #"{"name":"agents","dimension":4,"metric":"l2"}"#)
+    #expect(status == 201)
+    var lastLSN = 0
+    for batch in 0..<20 {
+      let memories = (0..<100).map { index in
+        let n = batch * 100 + index
+        return #"{"id":"m\#(n)","vector":[\#(n),\#(n % 7),\#(n % 13),1],"metadata":{"batch":\#(batch)}}"#
+      }
+      (status, body) = try http(
+        "POST", port: server.port, "/v1/namespaces/agents/memories",
+        #"{"memories":[\#(memories.joined(separator: ","))],"durability":"local"}"#)
+      #expect(status == 200 && body.contains(#""durability":"local""#), "\(body)")
+      let parsed = try JSONParser.parse(Array(body.utf8))
+      if case .object(let fields) = parsed, case .number(let lsn)? = fields["lsn"] { lastLSN = Int(lsn) }
+    }
+    server.kill(SIGKILL)
+    #expect(server.process.terminationReason == .uncaughtSignal)
+
+    server = try ServerProcess(dataDirectory: data)
+    for n in stride(from: 0, to: 2_000, by: 1) {
+      (status, body) = try http(
+        "GET", port: server.port, "/v1/namespaces/agents/memories/m\(n)?min_lsn=\(lastLSN)")
+      #expect(
+        status == 200 && body.contains(#""id":"m\#(n)""#),
+        "m\(n) after restart: \(status) \(body.prefix(120))")
+      if status != 200 { break }
+    }
+    (status, body) = try http(
+      "POST", port: server.port, "/v1/namespaces/agents/search", #"{"vector":[1234,2,12,1],"k":3}"#)
+    #expect(status == 200 && body.contains(#""id":"m1234""#))
+    server.kill(SIGTERM)
+    #expect(server.process.terminationStatus == 0, "SIGTERM stops the server cleanly")
+  }
+}

@@ -4,6 +4,7 @@ import MemWALCore
 import MemWALLog
 import MemWALNode
 import MemWALStore
+import NIOCore
 
 /// The client API's routes over one node's engine (issue 4's route table; JSON in and out).
 public struct API: Sendable {
@@ -32,13 +33,21 @@ public struct API: Sendable {
     "GET /v1/namespaces/{ns}/graph/nodes/{id}", "DELETE /v1/namespaces/{ns}/graph/nodes/{id}",
     "DELETE /v1/namespaces/{ns}/graph/edges/{id}", "GET /v1/namespaces/{ns}/graph/nodes/{id}/neighbors",
     "POST /v1/namespaces/{ns}/graph/traverse", "POST /v1/namespaces/{ns}/graph/path",
-    "POST /v1/namespaces/{ns}/transactions", "GET /v1/namespaces/{ns}/history/{kind}/{id}",
+    "POST /v1/namespaces/{ns}/transactions", "GET /v1/namespaces/{ns}/history/{kind}/{id}", "GET /v1/changes",
   ]
 
   public func makeRouter() -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     router.get("/healthz") { _, _ in respond { .object(["status": .string("ok")]) } }
     router.get("/v1/status") { _, _ in respond { status() } }
+    router.get("/v1/changes") { request, _ -> Response in
+      do {
+        return try changes(request)
+      } catch {
+        let failure = APIError.from(error)
+        return Self.json(failure.json, status: failure.status)
+      }
+    }
     router.post("/v1/namespaces") { request, _ in
       await respond(status: .created) { try await createNamespace(request) }
     }
@@ -145,10 +154,7 @@ public struct API: Sendable {
   /// Query parameters as JSON fields (numbers where they parse as integers).
   func query(_ request: Request) -> JSONFields {
     var fields: JSONObject = [:]
-    for (key, value) in request.uri.queryParameters {
-      let text = String(value)
-      fields[String(key)] = Int64(text).map { .number(Double($0)) } ?? .string(text)
-    }
+    for (key, value) in request.uri.queryParameters { fields[String(key)] = .string(String(value)) }
     return try! JSONFields(.object(fields), path: "query")
   }
 
@@ -431,17 +437,20 @@ public struct API: Sendable {
         try entry.allowOnly(["op", "memory", "if_version"])
         operations.append(
           .upsertMemory(
-            try Representation.memoryRecord(try item("memory"), path: path + ".memory"), ifVersion: version))
+            try Representation.memoryRecord(try item("memory"), path: path + ".memory", allowsVersion: false),
+            ifVersion: version))
       case "upsert_node":
         try entry.allowOnly(["op", "node", "if_version"])
         operations.append(
           .upsertNode(
-            try Representation.graphNode(try item("node"), path: path + ".node"), ifVersion: version))
+            try Representation.graphNode(try item("node"), path: path + ".node", allowsVersion: false),
+            ifVersion: version))
       case "upsert_edge":
         try entry.allowOnly(["op", "edge", "if_version"])
         operations.append(
           .upsertEdge(
-            try Representation.graphEdge(try item("edge"), path: path + ".edge"), ifVersion: version))
+            try Representation.graphEdge(try item("edge"), path: path + ".edge", allowsVersion: false),
+            ifVersion: version))
       case "delete_memory", "delete_node", "delete_edge":
         try entry.allowOnly(["op", "id", "if_version"])
         let id = try entry.string("id")

@@ -13,7 +13,10 @@ struct JSONFields {
     self.path = path
   }
 
-  func name(_ key: String) -> String { path == "body" ? key : "\(path).\(key)" }
+  func name(_ key: String) -> String { path == "body" || isQuery ? key : "\(path).\(key)" }
+
+  /// Query parameters arrive as text; integers in them are parsed where an integer is expected.
+  var isQuery: Bool { path == "query" }
 
   func has(_ key: String) -> Bool { fields[key].map { $0 != .null } ?? false }
 
@@ -46,6 +49,9 @@ struct JSONFields {
     switch fields[key] {
     case nil, .null?: return nil
     case .number(let value)? where value == value.rounded() && abs(value) < 9.0e15: return Int(value)
+    case .string(let text)? where isQuery:
+      guard let value = Int(text) else { throw .badRequest("\(name(key)) must be an integer") }
+      return value
     default: throw .badRequest("\(name(key)) must be an integer")
     }
   }
@@ -94,6 +100,7 @@ struct JSONFields {
     switch fields[key] {
     case nil, .null?: return nil
     case .number(let value)? where value == value.rounded(): return Int64(value)
+    case .string(let text)? where isQuery && Int64(text) != nil: return Int64(text)
     case .string(let text)?:
       guard let micros = parseRFC3339(text) else {
         throw .badRequest("\(name(key)) must be an RFC 3339 time or microseconds")

@@ -55,26 +55,39 @@ enum Representation {
 
   // MARK: requests
 
-  static func memoryRecord(_ value: JSONValue, path: String) throws(APIError) -> MemoryRecord {
+  /// `allowsVersion`: batch upserts take `if_version` inside each item; a transaction's operation
+  /// carries it beside the item instead.
+  static func memoryRecord(_ value: JSONValue, path: String, allowsVersion: Bool = true) throws(APIError)
+    -> MemoryRecord
+  {
     let fields = try JSONFields(value, path: path)
-    try fields.allowOnly(["id", "vector", "text", "metadata", "expires_at", "if_version"])
+    try fields.allowOnly(
+      allowsVersion
+        ? ["id", "vector", "text", "metadata", "expires_at", "if_version"]
+        : ["id", "vector", "text", "metadata", "expires_at"])
     return MemoryRecord(
       id: try fields.string("id"), vector: try fields.vector("vector"),
       text: try fields.optionalString("text"),
       metadata: try fields.object("metadata"), expiresAtMicros: try fields.optionalTime("expires_at"))
   }
 
-  static func graphNode(_ value: JSONValue, path: String) throws(APIError) -> GraphNode {
+  static func graphNode(_ value: JSONValue, path: String, allowsVersion: Bool = true) throws(APIError)
+    -> GraphNode
+  {
     let fields = try JSONFields(value, path: path)
-    try fields.allowOnly(["id", "type", "properties", "if_version"])
+    try fields.allowOnly(
+      allowsVersion ? ["id", "type", "properties", "if_version"] : ["id", "type", "properties"])
     return GraphNode(
       id: try fields.string("id"), type: try fields.string("type"),
       properties: try fields.object("properties"))
   }
 
-  static func graphEdge(_ value: JSONValue, path: String) throws(APIError) -> GraphEdge {
+  static func graphEdge(_ value: JSONValue, path: String, allowsVersion: Bool = true) throws(APIError)
+    -> GraphEdge
+  {
     let fields = try JSONFields(value, path: path)
-    try fields.allowOnly(["id", "from", "to", "type", "properties", "valid_from", "valid_to", "if_version"])
+    let allowed: Set<String> = ["id", "from", "to", "type", "properties", "valid_from", "valid_to"]
+    try fields.allowOnly(allowsVersion ? allowed.union(["if_version"]) : allowed)
     return GraphEdge(
       id: try fields.string("id"), from: try fields.string("from"), to: try fields.string("to"),
       type: try fields.string("type"),

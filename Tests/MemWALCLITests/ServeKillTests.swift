@@ -133,3 +133,77 @@ final class ServerProcess {
     #expect(server.process.terminationStatus == 0, "SIGTERM stops the server cleanly")
   }
 }
+
+/// Opens a GET and reads until `count` non-empty lines of the body have arrived (or `seconds` pass),
+/// then closes the connection: for streaming responses.
+func streamLines(
+  port: Int, _ path: String, count: Int, seconds: Double = 20, onLines: (Int) throws -> Void = { _ in }
+) throws -> [String] {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard fd >= 0 else { throw CLIError("socket failed") }
+  defer { close(fd) }
+  var timeout = timeval(tv_sec: 1, tv_usec: 0)
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = in_port_t(UInt16(port).bigEndian)
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  let connected = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+      connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+    }
+  }
+  guard connected == 0 else { throw CLIError("connect failed") }
+  let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+  _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+  var received: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 65_536)
+  let deadline = Date().addingTimeInterval(seconds)
+  while Date() < deadline {
+    let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+    if got == 0 { break }
+    if got > 0 { received += buffer[0..<got] }
+    let text = String(decoding: received, as: UTF8.self)
+    // "\r\n" is one Character in Swift: split on both.
+    let lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map(String.init).filter {
+      $0.hasPrefix("{")
+    }
+    if lines.count >= count { return lines }
+    if got > 0 { try onLines(lines.count) }
+  }
+  return String(decoding: received, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map(
+    String.init
+  )
+  .filter { $0.hasPrefix("{") }
+}
+
+@Suite(.serialized) struct ChangeFeedTests {
+  @Test func feedReplaysThenFollowsLive() throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let server = try ServerProcess(dataDirectory: scratch.path + "/data")
+    defer { server.kill(SIGTERM) }
+    _ = try http("POST", port: server.port, "/v1/namespaces", #"{"name":"n","dimension":2,"metric":"l2"}"#)
+    _ = try http(
+      "POST", port: server.port, "/v1/namespaces/n/memories", #"{"memories":[{"id":"a","vector":[1,2]}]}"#)
+    // Once the feed has replayed both existing records, a new write must arrive on it live.
+    var wrote = false
+    let lines = try streamLines(port: server.port, "/v1/changes?from_lsn=1", count: 3) { seen in
+      if seen == 2 && !wrote {
+        wrote = true
+        _ = try http(
+          "POST", port: server.port, "/v1/namespaces/n/memories", #"{"memories":[{"id":"b","vector":[3,4]}]}"#
+        )
+      }
+    }
+    #expect(lines.count == 3, "\(lines)")
+    let records = try lines.map { try JSONParser.parse(Array($0.utf8)) }
+    #expect(records.map { $0.jsonText.contains(#""type":"transaction""#) } == [true, true, true])
+    #expect(
+      lines[1].contains(#""id":"a""#) && lines[1].contains(#""kind":"insert""#)
+        && lines[1].contains(#""before":null"#))
+    #expect(lines[2].contains(#""id":"b""#), "the live record arrived")
+    let (status, _) = try http("GET", port: server.port, "/v1/changes?from_lsn=x")
+    #expect(status == 400)
+  }
+}

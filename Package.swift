@@ -21,6 +21,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
     .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+    .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
   ],
   targets: [
     // CRC32C with the SSE4.2 / ARMv8 CRC instruction where the CPU has it, and a table fallback.
@@ -51,6 +53,8 @@ let package = Package(
         "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Yams", package: "Yams"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict
@@ -59,6 +63,7 @@ let package = Package(
       name: "MemWALCLI",
       dependencies: [
         "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALServer",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ],

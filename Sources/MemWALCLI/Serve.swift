@@ -1,4 +1,6 @@
 import ArgumentParser
+import Crypto
+import Foundation
 import Logging
 import MemWALCore
 import MemWALLog
@@ -9,35 +11,115 @@ import MemWALServer
 /// the API on `127.0.0.1:7600`, development mode (no tokens; says so loudly).
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "serve", abstract: "Run one MemWAL node with its HTTP/JSON API.")
+    commandName: "serve", abstract: "Run one MemWAL node with its HTTP/JSON API.",
+    discussion: "Every configuration key and its default: docs/configuration.md.")
 
-  @Option(name: .customLong("data-dir"), help: "Data directory (WAL, checkpoints).")
-  var dataDirectory = "./memwal-data"
+  @Option(help: "YAML configuration file (without one: the embedded default).")
+  var config: String?
 
-  @Option(help: "Address to listen on.")
-  var host = "127.0.0.1"
+  @Option(name: .customLong("data-dir"), help: "Data directory (overrides the configuration's data_dir).")
+  var dataDirectory: String?
 
-  @Option(help: "Port to listen on (0: any free port, printed at start).")
-  var port = 7600
+  @Option(help: "Address to listen on (overrides the configuration's listen host).")
+  var host: String?
+
+  @Option(help: "Port to listen on; 0 picks a free port, printed at start (overrides the configuration).")
+  var port: Int?
 
   func validate() throws {
-    guard (0...65_535).contains(port) else { throw ValidationError("--port must be within 0...65535") }
+    if let port, !(0...65_535).contains(port) { throw ValidationError("--port must be within 0...65535") }
   }
 
   func run() async throws {
     var logger = Logger(label: "memwal")
     logger.logLevel = .info
-    let engine = try await MemoryEngine.open(directory: dataDirectory, logger: logger)
-    warn(
-      """
-      *** memwal: DEVELOPMENT MODE: no authentication, no TLS. Anyone who can reach \(host):\(port) can read and write
-      *** every namespace. Use a configuration with tokens and TLS for anything else.
-      """)
-    try await NodeServer.run(engine: engine, host: host, port: port, logger: logger) { bound in
+    var node: NodeConfiguration
+    if let config {
+      let text: String
+      do {
+        text = try String(contentsOfFile: config, encoding: .utf8)
+      } catch {
+        warn("error: cannot read configuration \(config): \(error.localizedDescription)")
+        throw ExitCode(2)
+      }
+      do {
+        node = try NodeConfiguration.parse(yaml: text)
+      } catch {
+        warn("error: \(config): \(error)")
+        throw ExitCode(2)
+      }
+    } else {
+      node = .embeddedDefault
+    }
+    if let dataDirectory { node.dataDirectory = dataDirectory }
+    if let host { node.host = host }
+    if let port { node.port = port }
+    do {
+      try node.validate()
+    } catch {
+      warn("error: \(error)")
+      throw ExitCode(2)
+    }
+    let engine = try await MemoryEngine.open(
+      directory: node.dataDirectory, options: node.engine, logger: logger)
+    if node.developmentMode {
+      warn(
+        """
+        *** memwal: DEVELOPMENT MODE: no authentication, no TLS. Anyone who can reach \(node.host):\(node.port) can read and
+        *** write every namespace. Give a configuration with tokens for anything else.
+        """)
+    }
+    let host = node.host
+    let dataDirectory = node.dataDirectory
+    try await NodeServer.run(
+      engine: engine, host: node.host, port: node.port, limits: node.limits,
+      tokens: node.developmentMode ? nil : node.tokens,
+      logger: logger
+    ) { bound in
       emit(
         "memwal: serving http://\(host):\(bound) (data: \(dataDirectory), applied LSN \(engine.store.appliedLSN))"
       )
     }
     emit("memwal: stopped cleanly")
+  }
+}
+
+/// `memwal token create`: a new random bearer token and the configuration entry that grants it.
+struct TokenCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "token", abstract: "Make API tokens.", subcommands: [TokenCreate.self])
+}
+
+struct TokenCreate: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "create",
+    abstract:
+      "Print a new token and the `tokens:` entry for the configuration (which stores only its SHA-256).")
+
+  @Option(
+    name: .customLong("namespace"), help: "A namespace the token covers (repeat for several; * for all).")
+  var namespaces: [String]
+
+  @Option(help: "read, write or admin.")
+  var role: String
+
+  @Option(help: "A name for the token in logs and errors.")
+  var name: String = "agent"
+
+  func validate() throws {
+    guard Role(rawValue: role) != nil else { throw ValidationError("--role must be read, write or admin") }
+    guard !namespaces.isEmpty else { throw ValidationError("give at least one --namespace") }
+  }
+
+  func run() throws {
+    var random = SystemRandomNumberGenerator()
+    let raw = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
+    let token = "mw_" + raw.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    emit("token: \(token)")
+    emit("# add to the configuration's tokens: list (the token itself is not stored):")
+    emit("- name: \(name)")
+    emit("  sha256: \(TokenGrant.digest(of: token))")
+    emit("  namespaces: [\(namespaces.map { "\"\($0)\"" }.joined(separator: ", "))]")
+    emit("  role: \(role)")
   }
 }

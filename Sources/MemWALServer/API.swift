@@ -16,10 +16,42 @@ public struct API: Sendable {
 
   let engine: MemoryEngine
   let limits: Limits
+  /// Bearer tokens by SHA-256; `nil` is development mode (no authentication).
+  let tokens: [String: TokenGrant]?
 
-  public init(engine: MemoryEngine, limits: Limits = Limits()) {
+  public init(engine: MemoryEngine, limits: Limits = Limits(), tokens: [TokenGrant]? = nil) {
     self.engine = engine
     self.limits = limits
+    self.tokens = tokens.map {
+      Dictionary($0.map { ($0.sha256, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+  }
+
+  /// Checks the request's bearer token: 401 without a valid one, 403 when it does not cover
+  /// `namespace` with at least `role`. `namespace` nil: the token must cover every namespace;
+  /// empty: any token with the role will do (the route filters what it shows by the token's scope).
+  @discardableResult
+  func authorize(_ request: Request, _ role: Role, namespace: String?) throws(APIError) -> TokenGrant? {
+    guard let tokens else { return nil }
+    guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+      throw APIError(.unauthorized, "unauthorized", "an Authorization: Bearer token is required")
+    }
+    guard let grant = tokens[TokenGrant.digest(of: String(header.dropFirst(7)))] else {
+      throw APIError(.unauthorized, "unauthorized", "the token is not valid")
+    }
+    guard grant.role >= role else {
+      throw APIError(
+        .forbidden, "forbidden",
+        "token \(grant.name) has role \(grant.role.rawValue); this needs \(role.rawValue)")
+    }
+    if let namespace, !namespace.isEmpty, !grant.covers(namespace) {
+      throw APIError(.forbidden, "forbidden", "token \(grant.name) does not cover namespace \(namespace)")
+    }
+    if namespace == nil, !grant.covers("*") {
+      throw APIError(
+        .forbidden, "forbidden", "token \(grant.name) does not cover every namespace, which this needs")
+    }
+    return grant
   }
 
   /// Every route, as `METHOD path` (the OpenAPI test checks each is documented).
@@ -39,7 +71,12 @@ public struct API: Sendable {
   public func makeRouter() -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
     router.get("/healthz") { _, _ in respond { .object(["status": .string("ok")]) } }
-    router.get("/v1/status") { _, _ in respond { status() } }
+    router.get("/v1/status") { request, _ in
+      await respond {
+        try authorize(request, .read, namespace: "")
+        return status()
+      }
+    }
     router.get("/v1/changes") { request, _ -> Response in
       do {
         return try changes(request)
@@ -185,6 +222,7 @@ public struct API: Sendable {
 
   func createNamespace(_ request: Request) async throws -> JSONValue {
     let fields = try await body(request)
+    try authorize(request, .admin, namespace: try fields.string("name"))
     try fields.allowOnly(["name", "dimension", "metric", "durability"])
     let metricName = try fields.string("metric")
     guard let metric = DistanceMetric(rawValue: metricName) else {
@@ -199,12 +237,14 @@ public struct API: Sendable {
   }
 
   func listNamespaces(_ request: Request) async throws -> JSONValue {
+    let grant = try authorize(request, .read, namespace: "")
     let point = try await readPoint(query: query(request))
-    return Self.withLSN(
-      point, ["namespaces": .array(engine.store.namespaceConfigs(at: point).map(Representation.namespace))])
+    let visible = engine.store.namespaceConfigs(at: point).filter { grant?.covers($0.name) ?? true }
+    return Self.withLSN(point, ["namespaces": .array(visible.map(Representation.namespace))])
   }
 
   func deleteNamespace(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .admin, namespace: try parameter(context, "ns"))
     let durability = try query(request).durability()
     return Representation.write(
       try await engine.deleteNamespace(try parameter(context, "ns"), durability: durability))
@@ -213,6 +253,7 @@ public struct API: Sendable {
   // MARK: memories
 
   func upsertMemories(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .write, namespace: try parameter(context, "ns"))
     let fields = try await body(request)
     try fields.allowOnly(["memories", "durability", "idempotency_key"])
     let values = try fields.array("memories")
@@ -243,6 +284,7 @@ public struct API: Sendable {
   func deleteOne(_ operation: Operation, _ request: Request, _ context: BasicRequestContext) async throws
     -> JSONValue
   {
+    try authorize(request, .write, namespace: try parameter(context, "ns"))
     let query = query(request)
     var operation = operation
     if let version = try query.optionalLSN("if_version") {
@@ -257,6 +299,7 @@ public struct API: Sendable {
   }
 
   func getMemory(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .read, namespace: try parameter(context, "ns"))
     let point = try await readPoint(query: query(request))
     let id = try parameter(context, "id")
     guard let memory = try engine.store.memory(id, in: try parameter(context, "ns"), at: point) else {
@@ -266,6 +309,7 @@ public struct API: Sendable {
   }
 
   func search(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .read, namespace: try parameter(context, "ns"))
     let fields = try await body(request)
     try fields.allowOnly([
       "vector", "k", "filter", "ef", "include_vectors", "min_lsn", "as_of_lsn", "as_of_time",
@@ -298,6 +342,7 @@ public struct API: Sendable {
 
   func upsertGraph(_ request: Request, _ context: BasicRequestContext, key: String) async throws -> JSONValue
   {
+    try authorize(request, .write, namespace: try parameter(context, "ns"))
     let fields = try await body(request)
     try fields.allowOnly([key, "durability", "idempotency_key"])
     let values = try fields.array(key)
@@ -317,6 +362,7 @@ public struct API: Sendable {
   }
 
   func getNode(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .read, namespace: try parameter(context, "ns"))
     let point = try await readPoint(query: query(request))
     let id = try parameter(context, "id")
     guard let node = try engine.store.node(id, in: try parameter(context, "ns"), at: point) else {
@@ -351,6 +397,7 @@ public struct API: Sendable {
   }
 
   func neighbors(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .read, namespace: try parameter(context, "ns"))
     let query = query(request)
     let point = try await readPoint(query: query)
     let found = try engine.store.neighbors(
@@ -366,6 +413,7 @@ public struct API: Sendable {
   }
 
   func traverse(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .read, namespace: try parameter(context, "ns"))
     let fields = try await body(request)
     try fields.allowOnly([
       "start", "max_depth", "edge_types", "direction", "min_lsn", "as_of_lsn", "as_of_time",
@@ -391,6 +439,7 @@ public struct API: Sendable {
   }
 
   func path(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .read, namespace: try parameter(context, "ns"))
     let fields = try await body(request)
     try fields.allowOnly([
       "from", "to", "max_depth", "edge_types", "direction", "min_lsn", "as_of_lsn", "as_of_time",
@@ -414,6 +463,7 @@ public struct API: Sendable {
   // MARK: transactions and history
 
   func transaction(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .write, namespace: try parameter(context, "ns"))
     let fields = try await body(request)
     try fields.allowOnly(["operations", "durability", "idempotency_key"])
     let values = try fields.array("operations")
@@ -469,6 +519,7 @@ public struct API: Sendable {
   }
 
   func history(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
+    try authorize(request, .read, namespace: try parameter(context, "ns"))
     let namespace = try parameter(context, "ns")
     let id = try parameter(context, "id")
     func entry<Value>(_ item: HistoryEntry<Value>, _ render: (Value) -> JSONValue) -> JSONValue {

@@ -15,6 +15,7 @@ extension API {
   static let feedHeartbeat: Duration = .seconds(10)
 
   func changes(_ request: Request) throws -> Response {
+    try authorize(request, .read, namespace: nil)
     let query = query(request)
     try query.allowOnly(["from_lsn"])
     let from = max(try query.optionalLSN("from_lsn") ?? LSN(1), LSN(1))

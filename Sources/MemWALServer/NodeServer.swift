@@ -6,12 +6,13 @@ import MemWALNode
 /// One node serving the client API: the engine plus the HTTP listener.
 public enum NodeServer {
   /// Builds the Hummingbird application for `engine` on `host:port` (port 0: any free port; the
-  /// bound port is reported through `onRunning`).
+  /// bound port is reported through `onRunning`). `tokens` nil is development mode.
   public static func makeApplication(
-    engine: MemoryEngine, host: String, port: Int, limits: API.Limits = API.Limits(), logger: Logger,
-    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    engine: MemoryEngine, host: String, port: Int, limits: API.Limits = API.Limits(),
+    tokens: [TokenGrant]? = nil,
+    logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
   ) -> some ApplicationProtocol {
-    let router = API(engine: engine, limits: limits).makeRouter()
+    let router = API(engine: engine, limits: limits, tokens: tokens).makeRouter()
     return Application(
       router: router, configuration: .init(address: .hostname(host, port: port), serverName: "memwal"),
       onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) }, logger: logger)
@@ -20,11 +21,13 @@ public enum NodeServer {
   /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish, and
   /// closes the engine (its queued writes are flushed first).
   public static func run(
-    engine: MemoryEngine, host: String, port: Int, limits: API.Limits = API.Limits(), logger: Logger,
-    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    engine: MemoryEngine, host: String, port: Int, limits: API.Limits = API.Limits(),
+    tokens: [TokenGrant]? = nil,
+    logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
   ) async throws {
     let application = makeApplication(
-      engine: engine, host: host, port: port, limits: limits, logger: logger, onRunning: onRunning)
+      engine: engine, host: host, port: port, limits: limits, tokens: tokens, logger: logger,
+      onRunning: onRunning)
     do {
       try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     } catch {

@@ -15,10 +15,15 @@ let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
   struct Client {
     let client: any TestClientProtocol
 
-    func call(_ method: HTTPRequest.Method, _ uri: String, _ body: String? = nil) async throws -> (
-      Int, JSONValue
-    ) {
-      try await client.execute(uri: uri, method: method, body: body.map { ByteBuffer(string: $0) }) {
+    func call(_ method: HTTPRequest.Method, _ uri: String, _ body: String? = nil, token: String? = nil)
+      async throws
+      -> (Int, JSONValue)
+    {
+      var headers = HTTPFields()
+      if let token { headers[.authorization] = "Bearer \(token)" }
+      return try await client.execute(
+        uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }
+      ) {
         response in
         let bytes = Array(response.body.readableBytesView)
         return (response.status.code, bytes.isEmpty ? .null : try JSONParser.parse(bytes))
@@ -26,7 +31,9 @@ let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
     }
   }
 
-  static func withServer(_ body: @Sendable (Client, MemoryEngine) async throws -> Void) async throws {
+  static func withServer(
+    tokens: [TokenGrant]? = nil, _ body: @Sendable (Client, MemoryEngine) async throws -> Void
+  ) async throws {
     var options = MemoryEngine.Options()
     options.expiryInterval = nil
     options.log.segmentBytes = 1 << 20
@@ -36,7 +43,7 @@ let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
     var limits = API.Limits()
     limits.maximumBodyBytes = 256 << 10
     let app = Application(
-      router: API(engine: engine, limits: limits).makeRouter(),
+      router: API(engine: engine, limits: limits, tokens: tokens).makeRouter(),
       configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: quietLogger)
     try await app.test(.live) { client in try await body(Client(client: client), engine) }
     await engine.close()

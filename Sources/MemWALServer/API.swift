@@ -18,10 +18,12 @@ public struct API: Sendable {
   let limits: Limits
   /// Bearer tokens by SHA-256; `nil` is development mode (no authentication).
   let tokens: [String: TokenGrant]?
+  public let metrics: NodeMetrics
 
   public init(engine: MemoryEngine, limits: Limits = Limits(), tokens: [TokenGrant]? = nil) {
     self.engine = engine
     self.limits = limits
+    self.metrics = NodeMetrics(engine: engine)
     self.tokens = tokens.map {
       Dictionary($0.map { ($0.sha256, $0) }, uniquingKeysWith: { first, _ in first })
     }
@@ -56,7 +58,7 @@ public struct API: Sendable {
 
   /// Every route, as `METHOD path` (the OpenAPI test checks each is documented).
   public static let routes: [String] = [
-    "GET /healthz", "GET /v1/status",
+    "GET /healthz", "GET /metrics", "GET /v1/status",
     "POST /v1/namespaces", "GET /v1/namespaces", "DELETE /v1/namespaces/{ns}",
     "POST /v1/namespaces/{ns}/memories", "GET /v1/namespaces/{ns}/memories/{id}",
     "DELETE /v1/namespaces/{ns}/memories/{id}",
@@ -70,7 +72,13 @@ public struct API: Sendable {
 
   public func makeRouter() -> Router<BasicRequestContext> {
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: MetricsMiddleware(metrics: metrics))
     router.get("/healthz") { _, _ in respond { .object(["status": .string("ok")]) } }
+    router.get("/metrics") { _, _ in
+      Response(
+        status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+        body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render())))
+    }
     router.get("/v1/status") { request, _ in
       await respond {
         try authorize(request, .read, namespace: "")

@@ -122,3 +122,25 @@ import Testing
     #expect(!configuration.tokens.isEmpty)
   }
 }
+
+@Suite struct MetricsTests {
+  @Test func metricsReportWritesFsyncsAndLag() async throws {
+    try await APITests.withServer { api, _ in
+      _ = try await api.call(.post, "/v1/namespaces", #"{"name":"n","dimension":2,"metric":"l2"}"#)
+      _ = try await api.call(.post, "/v1/namespaces/n/memories", #"{"memories":[{"id":"x","vector":[1,2]}]}"#)
+      _ = try await api.call(.post, "/v1/namespaces/n/search", #"{"vector":[1,2],"k":1,"min_lsn":2}"#)
+      let text = try await api.client.execute(uri: "/metrics", method: .get) { response in
+        String(buffer: response.body)
+      }
+      #expect(text.contains("memwal_wal_fsync_seconds_count"))
+      #expect(!text.contains("memwal_wal_fsync_seconds_count 0\n"))
+      #expect(text.contains("memwal_write_ack_seconds_count"))
+      #expect(
+        text.contains(
+          #"memwal_http_requests_total{route="POST /v1/namespaces/{ns}/memories",status="200"} 1"#))
+      #expect(text.contains("memwal_searches_total 1"))
+      #expect(text.contains("memwal_applied_lsn "))
+      #expect(text.contains("memwal_applied_lsn_lag "))
+    }
+  }
+}

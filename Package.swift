@@ -15,6 +15,7 @@ let package = Package(
     .library(name: "MemWALCore", targets: ["MemWALCore"]),
     .library(name: "MemWALLog", targets: ["MemWALLog"]),
     .library(name: "MemWALStore", targets: ["MemWALStore"]),
+    .library(name: "MemWALClient", targets: ["MemWALClient"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -25,6 +26,7 @@ let package = Package(
     .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+    .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
   ],
   targets: [
     // CRC32C with the SSE4.2 / ARMv8 CRC instruction where the CPU has it, and a table fallback.
@@ -63,6 +65,15 @@ let package = Package(
       ],
       swiftSettings: strict
     ),
+    // The Swift client library: the API with read-your-writes carried across calls.
+    .target(
+      name: "MemWALClient",
+      dependencies: [
+        "MemWALCore", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+      ],
+      swiftSettings: strict
+    ),
     .executableTarget(
       name: "MemWALCLI",
       dependencies: [
@@ -95,6 +106,15 @@ let package = Package(
         "MemWALCore", "MemWALNode", "MemWALServer",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "MemWALClientTests",
+      dependencies: [
+        "MemWALCore", "MemWALNode", "MemWALServer", "MemWALClient", "MemWALLog",
+        .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict

@@ -1,0 +1,102 @@
+import Hummingbird
+import Logging
+import MemWALClient
+import MemWALCore
+import MemWALLog
+import MemWALNode
+import MemWALServer
+import Synchronization
+import Testing
+
+let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
+
+/// Runs a node server on a free loopback port for the duration of `body`.
+func withNode(tokens: [TokenGrant]? = nil, _ body: @Sendable (String) async throws -> Void) async throws {
+  var options = MemoryEngine.Options()
+  options.expiryInterval = nil
+  options.log.segmentBytes = 1 << 20
+  options.log.maximumRecordBytes = 512 << 10
+  let engine = try await MemoryEngine.open(
+    directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
+  let (ports, continuation) = AsyncStream<Int>.makeStream()
+  let application = NodeServer.makeApplication(
+    engine: engine, host: "127.0.0.1", port: 0, tokens: tokens, logger: quietLogger
+  ) { port in
+    continuation.yield(port)
+  }
+  let server = Task { try await application.runService(gracefulShutdownSignals: []) }
+  var iterator = ports.makeAsyncIterator()
+  guard let port = await iterator.next() else { throw CancellationError() }
+  do {
+    try await body("http://127.0.0.1:\(port)")
+  } catch {
+    server.cancel()
+    _ = await server.result
+    await engine.close()
+    throw error
+  }
+  server.cancel()
+  _ = await server.result
+  await engine.close()
+}
+
+@Suite struct ClientTests {
+  @Test func readYourWritesAndEveryCall() async throws {
+    try await withNode { url in
+      let client = MemWALClient(baseURL: url)
+      try await client.createNamespace("agents", dimension: 3, metric: .cosine)
+      let written = try await client.upsert(
+        [
+          MemoryRecord(id: "a", vector: [1, 0, 0], text: "alpha", metadata: ["kind": .string("fact")]),
+          MemoryRecord(id: "b", vector: [0, 1, 0]),
+        ], in: "agents")
+      #expect(written.durability == .local && client.lastWrittenLSN == written.lsn)
+      // Read-your-writes: the read carries min_lsn, so it sees the write without any waiting here.
+      let a = try #require(try await client.memory("a", in: "agents"))
+      #expect(a.record.text == "alpha" && a.version == written.lsn)
+      #expect(try await client.memory("missing", in: "agents") == nil)
+      let hits = try await client.search([1, 0.1, 0], k: 1, in: "agents")
+      #expect(hits.map(\.id) == ["a"])
+      let filtered = try await client.search(
+        [1, 0.1, 0], k: 2, in: "agents", filter: .object(["kind": .string("fact")]))
+      #expect(filtered.map(\.id) == ["a"])
+      #expect(try await client.namespaces().map(\.name) == ["agents"])
+
+      try await client.upsert(
+        nodes: [GraphNode(id: "x", type: "t"), GraphNode(id: "y", type: "t")], in: "agents")
+      try await client.upsert(edges: [GraphEdge(id: "e", from: "x", to: "y", type: "rel")], in: "agents")
+      #expect(try await client.neighbors(of: "x", in: "agents").map(\.node) == ["y"])
+
+      let repeated = try await client.transaction(
+        [.object(["op": .string("delete_memory"), "id": .string("b")])], in: "agents", idempotencyKey: "k1")
+      let again = try await client.transaction(
+        [.object(["op": .string("delete_memory"), "id": .string("b")])], in: "agents", idempotencyKey: "k1")
+      #expect(again.lsn == repeated.lsn && again.isRepeat)
+      #expect(try await client.memory("b", in: "agents") == nil)
+      #expect(try await client.memory("b", in: "agents", consistency: .asOfLSN(written.lsn)) != nil)
+
+      do {
+        try await client.upsert([MemoryRecord(id: "bad", vector: [1, 2])], in: "agents")
+        Issue.record("a wrong dimension was accepted")
+      } catch let error as MemWALClientError {
+        #expect(error.status == 400 && error.code == "wrong_dimension")
+      }
+      let status = try await client.status()
+      #expect(status.jsonText.contains(#""role":"primary""#))
+    }
+  }
+
+  @Test func tokensTravelWithEveryRequest() async throws {
+    let grant = TokenGrant(
+      name: "admin", sha256: TokenGrant.digest(of: "secret"), namespaces: ["*"], role: .admin)
+    try await withNode(tokens: [grant]) { url in
+      let anonymous = MemWALClient(baseURL: url)
+      await #expect(throws: MemWALClientError.self) {
+        try await anonymous.createNamespace("n", dimension: 2, metric: .l2)
+      }
+      let client = MemWALClient(baseURL: url, token: "secret")
+      try await client.createNamespace("n", dimension: 2, metric: .l2)
+      #expect(try await client.namespaces().count == 1)
+    }
+  }
+}

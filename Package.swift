@@ -122,6 +122,7 @@ let package = Package(
     .testTarget(
       name: "MemWALCLITests",
       dependencies: [
+        "MemWALClient",
         "MemWALCore", "MemWALLog", "MemWALCLI", .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict

@@ -155,6 +155,13 @@ extension NodeConfiguration {
       if let v = wal["max_record_bytes"] {
         configuration.engine.log.maximumRecordBytes = try integer(
           v, key: "wal.max_record_bytes", in: 1_024...(256 << 20))
+        guard configuration.engine.log.maximumRecordBytes <= configuration.engine.log.segmentBytes / 2 else {
+          throw ConfigurationError(
+            key: "wal.max_record_bytes", reason: "must be at most half of wal.segment_bytes")
+        }
+      } else {
+        // The default follows a smaller segment down, so a record always fits in one.
+        configuration.engine.log.maximumRecordBytes = min(16 << 20, configuration.engine.log.segmentBytes / 4)
       }
       if let v = wal["group_commit_window_us"] {
         configuration.engine.log.groupCommitWindowMicroseconds = try integer(

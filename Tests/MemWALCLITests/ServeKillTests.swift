@@ -56,9 +56,13 @@ final class ServerProcess {
   let process = Process()
   let port: Int
 
-  init(dataDirectory: String) throws {
+  convenience init(dataDirectory: String) throws {
+    try self.init(arguments: ["serve", "--data-dir", dataDirectory, "--port", "0"])
+  }
+
+  init(arguments: [String]) throws {
     process.executableURL = try memwalBinary()
-    process.arguments = ["serve", "--data-dir", dataDirectory, "--port", "0"]
+    process.arguments = arguments
     let out = Pipe()
     process.standardOutput = out
     process.standardError = FileHandle.nullDevice

@@ -39,7 +39,8 @@ extension HNSWIndex {
             copyLinks(id, layer: layer, graph, into: $0.baseAddress!)
           }
           let current = Array(list[0..<count])
-          guard current.contains(where: { doomed[Int($0)] }) else { break }
+          // Nodes inserted after `doomed` was sized have higher ids: they are live.
+          guard current.contains(where: { Int($0) < doomed.count && doomed[Int($0)] }) else { break }
           let replacement = repairedList(of: id, layer: layer, current: current, doomed: doomed, graph)
           if swapList(of: id, layer: layer, expecting: current, with: replacement, graph) { break }
         }
@@ -54,7 +55,7 @@ extension HNSWIndex {
     var pool = Set<UInt32>()
     var buffer = [UInt32](repeating: 0, count: graph.maxLinks0 + 1)
     for member in current {
-      if !doomed[Int(member)] {
+      if Int(member) >= doomed.count || !doomed[Int(member)] {
         pool.insert(member)
         continue
       }

@@ -166,6 +166,71 @@ public final class MemWALClient: Sendable {
     }
   }
 
+  @discardableResult
+  public func deleteNode(_ id: String, in namespace: String) async throws -> WriteResult {
+    try await write(.DELETE, "/v1/namespaces/\(escape(namespace))/graph/nodes/\(escape(id))", nil)
+  }
+
+  @discardableResult
+  public func deleteEdge(_ id: String, in namespace: String) async throws -> WriteResult {
+    try await write(.DELETE, "/v1/namespaces/\(escape(namespace))/graph/edges/\(escape(id))", nil)
+  }
+
+  /// The node, or nil when there is none.
+  public func node(_ id: String, in namespace: String, consistency: Consistency = .readYourWrites)
+    async throws -> GraphNode?
+  {
+    do {
+      let response = try await read(
+        .GET, "/v1/namespaces/\(escape(namespace))/graph/nodes/\(escape(id))", query: readQuery(consistency))
+      let node = try response.object("node")
+      return GraphNode(
+        id: try node.string("id"), type: try node.string("type"),
+        properties: node.optionalObject("properties") ?? [:])
+    } catch let error as MemWALClientError where error.status == 404 && error.code == "not_found" {
+      return nil
+    }
+  }
+
+  /// Node ids reached from `start` with their depth, breadth first.
+  public func traverse(
+    from start: String, in namespace: String, maxDepth: Int, edgeTypes: [String]? = nil,
+    direction: String = "out",
+    consistency: Consistency = .readYourWrites
+  ) async throws -> [(node: String, depth: Int)] {
+    var body: JSONObject = [
+      "start": .string(start), "max_depth": .number(Double(maxDepth)), "direction": .string(direction),
+    ]
+    if let edgeTypes { body["edge_types"] = .array(edgeTypes.map { .string($0) }) }
+    for (key, value) in readQuery(consistency) {
+      body[key] = Int64(value).map { .number(Double($0)) } ?? .string(value)
+    }
+    let response = try await read(.POST, "/v1/namespaces/\(escape(namespace))/graph/traverse", body: body)
+    return try response.array("nodes").map { value in
+      let node = try Fields(value)
+      return (try node.string("id"), try node.integer("depth"))
+    }
+  }
+
+  /// The node ids of a shortest path, or nil when there is none within `maxDepth` hops.
+  public func path(
+    from: String, to: String, in namespace: String, maxDepth: Int, consistency: Consistency = .readYourWrites
+  ) async throws -> [String]? {
+    var body: JSONObject = ["from": .string(from), "to": .string(to), "max_depth": .number(Double(maxDepth))]
+    for (key, value) in readQuery(consistency) {
+      body[key] = Int64(value).map { .number(Double($0)) } ?? .string(value)
+    }
+    let response = try await read(.POST, "/v1/namespaces/\(escape(namespace))/graph/path", body: body)
+    guard case .object(let path)? = response.fields["path"] else { return nil }
+    return try Fields(.object(path)).array("nodes").map { try Fields($0).string("id") }
+  }
+
+  /// A key's audit trail (`kind`: memories, nodes or edges), oldest first, as the API returns it.
+  public func history(_ kind: String, id: String, in namespace: String) async throws -> [JSONValue] {
+    try await read(.GET, "/v1/namespaces/\(escape(namespace))/history/\(escape(kind))/\(escape(id))").array(
+      "history")
+  }
+
   /// Runs operations (each as the API's `{"op": …}` objects) as one atomic transaction.
   @discardableResult
   public func transaction(

@@ -66,6 +66,14 @@ func withNode(tokens: [TokenGrant]? = nil, _ body: @Sendable (String) async thro
         nodes: [GraphNode(id: "x", type: "t"), GraphNode(id: "y", type: "t")], in: "agents")
       try await client.upsert(edges: [GraphEdge(id: "e", from: "x", to: "y", type: "rel")], in: "agents")
       #expect(try await client.neighbors(of: "x", in: "agents").map(\.node) == ["y"])
+      #expect(try await client.node("x", in: "agents")?.type == "t")
+      #expect(try await client.traverse(from: "x", in: "agents", maxDepth: 2).map(\.node) == ["x", "y"])
+      #expect(try await client.path(from: "x", to: "y", in: "agents", maxDepth: 2) == ["x", "y"])
+      try await client.deleteEdge("e", in: "agents")
+      #expect(try await client.path(from: "x", to: "y", in: "agents", maxDepth: 2) == nil)
+      #expect(try await client.history("edges", id: "e", in: "agents").count == 2)
+      try await client.deleteNode("y", in: "agents")
+      #expect(try await client.node("y", in: "agents") == nil)
 
       let repeated = try await client.transaction(
         [.object(["op": .string("delete_memory"), "id": .string("b")])], in: "agents", idempotencyKey: "k1")

@@ -77,7 +77,7 @@ let package = Package(
     .executableTarget(
       name: "MemWALCLI",
       dependencies: [
-        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALServer",
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALServer", "MemWALClient",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),

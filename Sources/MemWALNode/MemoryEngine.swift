@@ -73,6 +73,8 @@ public final class MemoryEngine: @unchecked Sendable {
   }
 
   private let applierTask = Mutex<Task<Void, Never>?>(nil)
+  /// While paused, the applier takes no new batch (benchmarks use it to measure the write path alone).
+  private let applierGate = Mutex<(isPaused: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
   private let reaperTask = Mutex<Task<Void, Never>?>(nil)
   /// Checkpoints run one at a time, so their LSNs never go backwards.
   private let checkpointSerializer = AsyncSerializer()
@@ -135,6 +137,7 @@ public final class MemoryEngine: @unchecked Sendable {
     let task = Task { [self] in
       while !Task.isCancelled {
         do {
+          await waitWhilePaused()
           try await log.positions.written.wait(for: store.appliedLSN.next)
           let records = try log.records(from: store.appliedLSN.next, limit: options.applyBatch)
           guard !records.isEmpty else { continue }
@@ -156,6 +159,31 @@ public final class MemoryEngine: @unchecked Sendable {
       }
     }
     applierTask.withLock { $0 = task }
+  }
+
+  /// Pauses or resumes the applier between batches. Writes are still acknowledged while it is
+  /// paused; reads see nothing newer until it resumes.
+  public func setApplierPaused(_ paused: Bool) {
+    let waiters = applierGate.withLock { gate -> [CheckedContinuation<Void, Never>] in
+      gate.isPaused = paused
+      guard !paused else { return [] }
+      defer { gate.waiters.removeAll() }
+      return gate.waiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  private func waitWhilePaused() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let proceed = applierGate.withLock { gate -> Bool in
+        if gate.isPaused {
+          gate.waiters.append(continuation)
+          return false
+        }
+        return true
+      }
+      if proceed { continuation.resume() }
+    }
   }
 
   /// Deletes expired memories through the log now and then, so every node drops them at the same LSN.

@@ -52,3 +52,29 @@ import Testing
     }
   }
 }
+
+@Suite struct JSONNumberTests {
+  /// The fast path for short decimals gives exactly what the general conversion gives.
+  @Test func fastPathAgreesWithTheGeneralConversion() throws {
+    var generator = SeededGenerator(seed: 31)
+    var texts = [
+      "0", "-0", "0.5", "1e22", "1e-22", "123456789012345", "0.000001", "-3.25e-7", "9007199254740993",
+      "1e23", "0.1", "2.5E+3",
+    ]
+    for _ in 0..<20_000 {
+      let value = Float.random(in: -1_000...1_000, using: &generator)
+      texts.append(value.description)
+      texts.append(String(Double.random(in: -1...1, using: &generator)))
+      texts.append(String(Int.random(in: -1_000_000...1_000_000, using: &generator)))
+    }
+    for text in texts {
+      let parsed = try JSONParser.parse(Array(text.utf8))
+      guard case .number(let number) = parsed else {
+        Issue.record("\(text) did not parse as a number")
+        continue
+      }
+      let expected = Double(text)!
+      #expect(number == expected && number.sign == expected.sign, "\(text): \(number) != \(expected)")
+    }
+  }
+}

@@ -156,6 +156,7 @@ public struct JSONParser {
       while index < bytes.count, isDigit(bytes[index]) { index += 1 }
     }
     guard index - start <= 512 else { throw JSONParseError(offset: start, reason: "number literal too long") }
+    if let fast = Self.fastDecimal(bytes[start..<index]) { return fast }
     let text = String(decoding: bytes[start..<index], as: UTF8.self)
     guard let value = Double(text), value.isFinite else {
       throw JSONParseError(offset: start, reason: "number \(text.prefix(40)) is out of range")
@@ -164,6 +165,66 @@ public struct JSONParser {
   }
 
   private func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+
+  static let exactPowersOfTen: [Double] = (0...22).map { power in
+    (0..<power).reduce(1.0) { value, _ in value * 10 }
+  }
+
+  /// Clinger's fast path: a decimal whose digits fit in 2^53 and whose power of ten is at most 22
+  /// in magnitude is one exact double times or divided by another, which IEEE arithmetic rounds
+  /// correctly. Anything else (nil) goes to the general conversion. `literal` is already validated.
+  static func fastDecimal(_ literal: ArraySlice<UInt8>) -> Double? {
+    var mantissa: UInt64 = 0
+    var digits = 0
+    var exponent = 0
+    var index = literal.startIndex
+    let negative = literal[index] == UInt8(ascii: "-")
+    if negative { index += 1 }
+    var seenPoint = false
+    while index < literal.endIndex {
+      let byte = literal[index]
+      if byte == UInt8(ascii: ".") {
+        seenPoint = true
+      } else if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+        if mantissa == 0 && byte == UInt8(ascii: "0") {
+          if seenPoint { exponent -= 1 }
+        } else {
+          digits += 1
+          guard digits <= 15 else { return nil }
+          mantissa = mantissa * 10 + UInt64(byte - UInt8(ascii: "0"))
+          if seenPoint { exponent -= 1 }
+        }
+      } else {
+        // An exponent part.
+        var sign = 1
+        index += 1
+        if literal[index] == UInt8(ascii: "-") || literal[index] == UInt8(ascii: "+") {
+          sign = literal[index] == UInt8(ascii: "-") ? -1 : 1
+          index += 1
+        }
+        var value = 0
+        while index < literal.endIndex {
+          value = value * 10 + Int(literal[index] - UInt8(ascii: "0"))
+          guard value < 1_000 else { return nil }
+          index += 1
+        }
+        exponent += sign * value
+        break
+      }
+      index += 1
+    }
+    var result = Double(mantissa)
+    if mantissa == 0 {
+      result = 0
+    } else if exponent > 0 {
+      guard exponent <= 22 else { return nil }
+      result *= exactPowersOfTen[exponent]
+    } else if exponent < 0 {
+      guard exponent >= -22 else { return nil }
+      result /= exactPowersOfTen[-exponent]
+    }
+    return negative ? -result : result
+  }
 
   private mutating func parseString() throws(JSONParseError) -> String {
     let start = index

@@ -17,19 +17,9 @@ func warn(_ line: String) {
 
 /// A JSON string literal.
 func jsonString(_ value: String) -> String {
-  var out = "\""
-  for scalar in value.unicodeScalars {
-    switch scalar {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\r": out += "\\r"
-    case "\t": out += "\\t"
-    case _ where scalar.value < 0x20: out += "\\u" + String(scalar.value, radix: 16).leftPadded(to: 4)
-    default: out.unicodeScalars.append(scalar)
-    }
-  }
-  return out + "\""
+  var out = ""
+  JSONValue.writeString(value, into: &out)
+  return out
 }
 
 /// A JSON number that is always finite.

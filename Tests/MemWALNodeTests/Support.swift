@@ -29,19 +29,6 @@ func engineOptions(clock: TestClock, segmentBytes: Int = 256 << 10) -> MemoryEng
   return options
 }
 
-/// Seeded SplitMix64.
-struct Seeded: RandomNumberGenerator {
-  var state: UInt64
-  init(_ seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
-
 /// A random workload over two namespaces: memories (some with expiry), nodes and edges; upserts,
 /// updates, deletes, node deletes that cascade to edges. Invalid attempts (a delete of something
 /// already gone) are skipped, as a client would see an error.
@@ -150,4 +137,11 @@ func replayedStore(_ log: WriteAheadLog, through lsn: LSN, options: MemoryStore.
   }
   store.apply(batch)
   return store
+}
+
+/// The core's seeded generator, under the name these tests use.
+typealias Seeded = SplitMix64
+
+extension SplitMix64 {
+  init(_ seed: UInt64) { self.init(seed: seed) }
 }

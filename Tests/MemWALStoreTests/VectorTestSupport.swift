@@ -1,24 +1,6 @@
 import Glibc
 import MemWALStore
 
-/// A seeded generator for test data (SplitMix64), so every failure reproduces.
-struct SeededGenerator: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-  mutating func gaussian() -> Float {
-    let u = Double.random(in: Double.ulpOfOne..<1, using: &self)
-    let v = Double.random(in: 0..<1, using: &self)
-    return Float((-2 * log(u)).squareRoot() * cos(2 * Double.pi * v))
-  }
-}
-
 /// Points around `clusters` random centres: the shape of real embeddings, where recall is harder
 /// than on uniform noise.
 struct ClusteredData {
@@ -91,4 +73,16 @@ final class TestThread: @unchecked Sendable {
   }
 
   func join() { pthread_join(thread, nil) }
+}
+
+/// The core's seeded generator, under the name these tests use.
+typealias SeededGenerator = SplitMix64
+
+extension SplitMix64 {
+  /// A standard normal sample (Box–Muller).
+  mutating func gaussian() -> Float {
+    let u = Double.random(in: Double.ulpOfOne..<1, using: &self)
+    let v = Double.random(in: 0..<1, using: &self)
+    return Float((-2 * log(u)).squareRoot() * cos(2 * Double.pi * v))
+  }
 }

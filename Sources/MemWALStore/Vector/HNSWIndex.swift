@@ -1,4 +1,5 @@
 import Glibc
+import MemWALCore
 import Synchronization
 
 /// A hierarchical navigable small-world graph (Malkov & Yashunin 2016), after hnswlib: levels
@@ -156,25 +157,5 @@ public final class HNSWIndex: @unchecked Sendable {
   @inline(__always)
   func distance(between a: UInt32, _ b: UInt32, _ graph: GraphStorage) -> Float {
     Distance.distance(metric, graph.vector(a), graph.vector(b), count: dimension)
-  }
-}
-
-/// SplitMix64 (Steele, Lea & Flood): a small seeded generator, so levels are reproducible.
-struct SplitMix64: RandomNumberGenerator {
-  var state: UInt64
-
-  init(seed: UInt64) { state = seed }
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-
-  /// A uniform value in (0, 1].
-  mutating func nextUnitInterval() -> Double {
-    Double((next() >> 11) + 1) * 0x1p-53
   }
 }

@@ -6,14 +6,10 @@ import Testing
   import Glibc
 #endif
 
-/// A blocking HTTP/1.1 exchange over a fresh loopback connection (no client library, so the test
-/// depends on nothing but the server).
-func http(_ method: String, port: Int, _ path: String, _ body: String = "") throws -> (
-  status: Int, body: String
-) {
+/// A TCP connection to 127.0.0.1:`port`; the caller closes it.
+func connectLoopback(port: Int) throws -> Int32 {
   let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
   guard fd >= 0 else { throw CLIError("socket failed") }
-  defer { close(fd) }
   var address = sockaddr_in()
   address.sin_family = sa_family_t(AF_INET)
   address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -23,7 +19,20 @@ func http(_ method: String, port: Int, _ path: String, _ body: String = "") thro
       connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
     }
   }
-  guard connected == 0 else { throw CLIError("connect to 127.0.0.1:\(port) failed") }
+  guard connected == 0 else {
+    close(fd)
+    throw CLIError("connect to 127.0.0.1:\(port) failed")
+  }
+  return fd
+}
+
+/// A blocking HTTP/1.1 exchange over a fresh loopback connection (no client library, so the test
+/// depends on nothing but the server).
+func http(_ method: String, port: Int, _ path: String, _ body: String = "") throws -> (
+  status: Int, body: String
+) {
+  let fd = try connectLoopback(port: port)
+  defer { close(fd) }
   let payload = Array(body.utf8)
   let request =
     "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(payload.count)\r\nConnection: close\r\n\r\n"
@@ -143,21 +152,10 @@ final class ServerProcess {
 func streamLines(
   port: Int, _ path: String, count: Int, seconds: Double = 20, onLines: (Int) throws -> Void = { _ in }
 ) throws -> [String] {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  guard fd >= 0 else { throw CLIError("socket failed") }
+  let fd = try connectLoopback(port: port)
   defer { close(fd) }
   var timeout = timeval(tv_sec: 1, tv_usec: 0)
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-  var address = sockaddr_in()
-  address.sin_family = sa_family_t(AF_INET)
-  address.sin_port = in_port_t(UInt16(port).bigEndian)
-  address.sin_addr.s_addr = inet_addr("127.0.0.1")
-  let connected = withUnsafePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-      connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-    }
-  }
-  guard connected == 0 else { throw CLIError("connect failed") }
   let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
   _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
   var received: [UInt8] = []

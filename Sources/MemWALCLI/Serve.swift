@@ -6,6 +6,7 @@ import MemWALCore
 import MemWALLog
 import MemWALNode
 import MemWALServer
+import NIOSSL
 
 /// `memwal serve`: one node. With no arguments, the embedded default: data in `./memwal-data`,
 /// the API on `127.0.0.1:7600`, development mode (no tokens; says so loudly).
@@ -60,24 +61,34 @@ struct Serve: AsyncParsableCommand {
       warn("error: \(error)")
       throw ExitCode(2)
     }
+    // The TLS files are read before the data directory is opened, so a bad path or a key that
+    // does not match its certificate stops start-up with the key's name and nothing else happens.
+    let tls: TLSConfiguration?
+    do {
+      tls = try node.makeAPITLSConfiguration()
+    } catch {
+      warn("error: \(error)")
+      throw ExitCode(2)
+    }
     let engine = try await MemoryEngine.open(
       directory: node.dataDirectory, options: node.engine, logger: logger)
     if node.developmentMode {
       warn(
         """
-        *** memwal: DEVELOPMENT MODE: no authentication, no TLS. Anyone who can reach \(node.host):\(node.port) can read and
+        *** memwal: DEVELOPMENT MODE: no authentication\(tls == nil ? ", no TLS" : ""). Anyone who can reach \(node.host):\(node.port) can read and
         *** write every namespace. Give a configuration with tokens for anything else.
         """)
     }
     let host = node.host
     let dataDirectory = node.dataDirectory
+    let scheme = tls == nil ? "http" : "https"
     try await NodeServer.run(
       engine: engine, host: node.host, port: node.port, limits: node.limits,
-      tokens: node.developmentMode ? nil : node.tokens,
+      tokens: node.developmentMode ? nil : node.tokens, tls: tls,
       logger: logger
     ) { bound in
       emit(
-        "memwal: serving http://\(host):\(bound) (data: \(dataDirectory), applied LSN \(engine.store.appliedLSN))"
+        "memwal: serving \(scheme)://\(host):\(bound) (data: \(dataDirectory), applied LSN \(engine.store.appliedLSN))"
       )
     }
     emit("memwal: stopped cleanly")

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import MemWALCore
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Synchronization
 
 /// A client of one MemWAL node's API (async/await). It remembers the highest LSN it has written
@@ -23,7 +24,9 @@ public final class MemWALClient: Sendable {
   let timeout: TimeAmount
   private let lastWritten = Mutex<LSN>(.zero)
 
-  /// `baseURL` like `http://127.0.0.1:7600`; `token` for a node with tokens configured.
+  /// `baseURL` like `http://127.0.0.1:7600` (or `https://…` for a node with TLS, with an
+  /// `httpClient` from ``makeHTTPClient(trustingCertificateAuthorityFile:)``); `token` for a node
+  /// with tokens configured.
   public init(
     baseURL: String, token: String? = nil, httpClient: HTTPClient = .shared,
     timeout: TimeAmount = .seconds(30)
@@ -32,6 +35,36 @@ public final class MemWALClient: Sendable {
     self.token = token
     self.http = httpClient
     self.timeout = timeout
+  }
+
+  /// An HTTP client for nodes that serve their API over HTTPS (`tls:` in their configuration) with
+  /// a certificate issued by the CA in `certificateAuthorityFile` (PEM, e.g. the `ca.pem` of
+  /// `memwal certs init`). Only that CA is trusted, not the system's store; the node's address
+  /// must be one its certificate names (those of `memwal certs init` name the node, `localhost`
+  /// and `127.0.0.1`). The caller owns it: pass it as `httpClient` and call `shutdown()` on it
+  /// when done.
+  public static func makeHTTPClient(trustingCertificateAuthorityFile certificateAuthorityFile: String)
+    throws(MemWALClientError) -> HTTPClient
+  {
+    let authorities: [NIOSSLCertificate]
+    do {
+      authorities = try NIOSSLCertificate.fromPEMFile(certificateAuthorityFile)
+    } catch {
+      throw MemWALClientError(
+        status: 0, code: "bad_certificate_authority",
+        message: "cannot read CA certificates from \(certificateAuthorityFile): \(error)")
+    }
+    guard !authorities.isEmpty else {
+      throw MemWALClientError(
+        status: 0, code: "bad_certificate_authority",
+        message: "\(certificateAuthorityFile) holds no certificate")
+    }
+    var tls = TLSConfiguration.makeClientConfiguration()
+    tls.minimumTLSVersion = .tlsv12
+    tls.trustRoots = .certificates(authorities)
+    tls.certificateVerification = .fullVerification
+    return HTTPClient(
+      eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init(tlsConfiguration: tls))
   }
 
   /// The highest LSN this client has written (reads wait for it by default).

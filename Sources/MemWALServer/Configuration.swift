@@ -1,6 +1,7 @@
 import Crypto
 import MemWALCore
 import MemWALNode
+import NIOSSL
 import Yams
 
 /// What a client may do with a token.
@@ -51,6 +52,14 @@ public struct NodeConfiguration: Sendable {
   public var engine = MemoryEngine.Options()
 
   public init() {}
+
+  /// The client API's TLS configuration when `tls` gives a certificate and key (nil for plain
+  /// HTTP). Reads both files: a missing or unreadable file, or a key that does not belong to the
+  /// certificate, is an error naming `tls.certificate` or `tls.key`.
+  public func makeAPITLSConfiguration() throws(ConfigurationError) -> TLSConfiguration? {
+    guard let tlsCertificate, let tlsKey else { return nil }
+    return try APITLS.makeServerConfiguration(certificateFile: tlsCertificate, keyFile: tlsKey)
+  }
 
   /// The embedded default: `./memwal-data`, `127.0.0.1:7600`, development mode.
   public static var embeddedDefault: NodeConfiguration {
@@ -216,10 +225,8 @@ extension NodeConfiguration {
       throw ConfigurationError(
         key: "tokens", reason: "at least one token is needed unless development_mode is true")
     }
-    if tlsCertificate != nil {
-      throw ConfigurationError(
-        key: "tls",
-        reason: "TLS for the client API is not available in this build yet; remove the tls section")
+    guard (tlsCertificate == nil) == (tlsKey == nil) else {
+      throw ConfigurationError(key: "tls", reason: "give both certificate and key")
     }
   }
 

@@ -278,19 +278,21 @@ struct CertificateFiles {
 
   func exists(_ file: String) -> Bool { FileManager.default.fileExists(atPath: path(file)) }
 
+  /// Creates the directory and its missing parents (mode 0700: it holds keys) and checks that it
+  /// can be written.
   func prepareDirectory() throws(ClusterCertificateError) {
+    var prefix = directory.hasPrefix("/") ? "" : "."
+    for component in directory.split(separator: "/") {
+      prefix += "/" + component
+      if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+        throw .directoryNotUsable(
+          path: directory, reason: "cannot create \(prefix): \(String(cString: strerror(errno)))")
+      }
+    }
     var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
-      guard isDirectory.boolValue else {
-        throw .directoryNotUsable(path: directory, reason: "it is not a directory")
-      }
-    } else {
-      do {
-        try FileManager.default.createDirectory(
-          atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-      } catch {
-        throw .directoryNotUsable(path: directory, reason: "cannot create it (\(error.localizedDescription))")
-      }
+    guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue
+    else {
+      throw .directoryNotUsable(path: directory, reason: "it is not a directory")
     }
     guard access(directory, W_OK | X_OK) == 0 else {
       throw .directoryNotUsable(path: directory, reason: String(cString: strerror(errno)))

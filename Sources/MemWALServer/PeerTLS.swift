@@ -19,7 +19,10 @@ import X509
 /// ``makeClientBootstrap(group:connectingTo:channelInitializer:)`` (or adds the handlers itself with
 /// ``addServerHandlers(to:)`` and ``addClientHandlers(to:connectingTo:)``), starts talking when its
 /// handlers see ``PeerTLSEvent/verified(nodeName:)``, and asks
-/// ``verifiedPeerNodeName(of:)`` who is at the other end.
+/// ``verifiedPeerNodeName(of:)`` who is at the other end. The membership check lives in those
+/// handlers: ``serverConfiguration`` and ``clientConfiguration`` used on their own check the CA and
+/// the TLS version, not the node name. A peer that has not finished its handshake within
+/// ``handshakeTimeout`` is dropped, so idle connections cannot pile up.
 public final class PeerTLS: Sendable {
   /// This member's name (the DNS name its own certificate carries).
   public let nodeName: String
@@ -31,6 +34,8 @@ public final class PeerTLS: Sendable {
   /// The configuration every outgoing link uses: TLS 1.3, this member's certificate, the server's
   /// certificate verified against the cluster CA and the expected node name.
   public let clientConfiguration: TLSConfiguration
+  /// How long a peer may take from connecting to a verified handshake.
+  public let handshakeTimeout: TimeAmount
 
   let authority: Certificate
   let serverContext: NIOSSLContext
@@ -40,20 +45,21 @@ public final class PeerTLS: Sendable {
   /// Loads this member's identity from a certificates directory as `memwal certs init` lays it out
   /// (`ca.pem`, `NAME.pem`, `NAME-key.pem`).
   public convenience init(
-    nodeName: String, certificatesDirectory directory: String, membership: Set<String>, logger: Logger
+    nodeName: String, certificatesDirectory directory: String, membership: Set<String>,
+    handshakeTimeout: TimeAmount = .seconds(10), logger: Logger
   ) throws(PeerTLSError) {
     try self.init(
       nodeName: nodeName, certificateFile: directory + "/" + CertificateFiles.certificate(of: nodeName),
       keyFile: directory + "/" + CertificateFiles.key(of: nodeName),
       authorityFile: directory + "/" + CertificateFiles.authorityCertificate, membership: membership,
-      logger: logger)
+      handshakeTimeout: handshakeTimeout, logger: logger)
   }
 
   /// Loads this member's certificate and key and the cluster CA from PEM files. `nodeName` must be
   /// one of the certificate's DNS names; every name in `membership` must be a valid node name.
   public init(
     nodeName: String, certificateFile: String, keyFile: String, authorityFile: String,
-    membership: Set<String>, logger: Logger
+    membership: Set<String>, handshakeTimeout: TimeAmount = .seconds(10), logger: Logger
   ) throws(PeerTLSError) {
     for name in membership.sorted() {
       do {
@@ -91,6 +97,7 @@ public final class PeerTLS: Sendable {
     self.nodeName = nodeName
     self.membership = membership
     self.authority = authority
+    self.handshakeTimeout = handshakeTimeout
     self.logger = logger
     serverConfiguration = Self.makeServerConfiguration(
       certificateChain: chain, privateKey: privateKey, authority: authorityCertificate)
@@ -146,7 +153,9 @@ public final class PeerTLS: Sendable {
       promise.completeWithTask { await check.verify(certificates, recordingIn: connection) }
     }
     try channel.pipeline.syncOperations.addHandlers([
-      tls, PeerVerificationHandler(connection: connection, side: "accepted", logger: logger),
+      tls,
+      PeerVerificationHandler(
+        connection: connection, side: "accepted", handshakeTimeout: handshakeTimeout, logger: logger),
     ])
   }
 
@@ -165,7 +174,9 @@ public final class PeerTLS: Sendable {
       promise.completeWithTask { await check.verify(certificates, recordingIn: connection) }
     }
     try channel.pipeline.syncOperations.addHandlers([
-      tls, PeerVerificationHandler(connection: connection, side: "connected", logger: logger),
+      tls,
+      PeerVerificationHandler(
+        connection: connection, side: "connected", handshakeTimeout: handshakeTimeout, logger: logger),
     ])
   }
 
@@ -361,25 +372,45 @@ final class PeerVerificationHandler: ChannelInboundHandler, RemovableChannelHand
 
   let connection: PeerConnection
   private let side: String
+  private let handshakeTimeout: TimeAmount
+  private var handshakeDeadline: Scheduled<Void>?
   private let logger: Logger
   private var isVerified = false
   private var isRefused = false
   /// The peer's address, known once the channel is connected (kept for the log after it closes).
   private var remoteAddress = "unknown"
 
-  init(connection: PeerConnection, side: String, logger: Logger) {
+  init(connection: PeerConnection, side: String, handshakeTimeout: TimeAmount, logger: Logger) {
     self.connection = connection
     self.side = side
+    self.handshakeTimeout = handshakeTimeout
     self.logger = logger
   }
 
   func handlerAdded(context: ChannelHandlerContext) {
     noteRemoteAddress(context)
+    if context.channel.isActive { startHandshakeDeadline(context) }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    handshakeDeadline?.cancel()
   }
 
   func channelActive(context: ChannelHandlerContext) {
     noteRemoteAddress(context)
+    startHandshakeDeadline(context)
     context.fireChannelActive()
+  }
+
+  private func startHandshakeDeadline(_ context: ChannelHandlerContext) {
+    guard handshakeDeadline == nil else { return }
+    let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+    let timeout = handshakeTimeout
+    handshakeDeadline = context.eventLoop.scheduleTask(in: timeout) {
+      let (handler, context) = loopBound.value
+      guard !handler.isVerified else { return }
+      handler.refuse(context: context, reason: "the TLS handshake did not finish within \(timeout)")
+    }
   }
 
   private func noteRemoteAddress(_ context: ChannelHandlerContext) {
@@ -393,6 +424,7 @@ final class PeerVerificationHandler: ChannelInboundHandler, RemovableChannelHand
         return
       }
       isVerified = true
+      handshakeDeadline?.cancel()
       logger.info(
         "peer TLS: \(side) peer \(name)",
         metadata: ["peer": "\(remoteAddress)", "node": "\(name)"])
@@ -417,6 +449,7 @@ final class PeerVerificationHandler: ChannelInboundHandler, RemovableChannelHand
   }
 
   func channelInactive(context: ChannelHandlerContext) {
+    handshakeDeadline?.cancel()
     if !isVerified && !isRefused {
       isRefused = true
       logger.warning(

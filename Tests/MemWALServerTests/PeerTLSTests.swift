@@ -116,6 +116,31 @@ import Testing
     }
   }
 
+  @Test func aPeerThatNeverFinishesItsHandshakeIsDropped() async throws {
+    try await withClusterCertificates { cluster, _ in
+      let log = LogRecorder()
+      let peerTLS = try PeerTLS(
+        nodeName: "n1", certificatesDirectory: cluster, membership: Self.membership,
+        handshakeTimeout: .milliseconds(200), logger: log.makeLogger("n1"))
+      let listener = try await GreetingListener.start(peerTLS)
+      let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: CollectingHandler.Outcome.self)
+      let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(CollectingHandler(done: done))
+          }
+        }.connect(host: "127.0.0.1", port: listener.port).get()
+      // Silent: no ClientHello. The listener closes the connection at its deadline.
+      let deadline = channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+      let outcome = try await done.futureResult.get()
+      deadline.cancel()
+      try await listener.stop()
+      #expect(outcome.text.isEmpty)
+      let refusal = await log.refusal(containing: "did not finish within")
+      #expect(refusal?.metadata["peer"]?.contains("127.0.0.1") == true, "\(log.all)")
+    }
+  }
+
   /// Connects to the listener with the peer client configuration as `me`, expecting `expected`.
   func connect(port: Int, cluster: String, as me: String, expecting expected: String, log: LogRecorder)
     async throws -> CollectingHandler.Outcome

@@ -21,7 +21,8 @@ public enum ReplicationDecodingError: Error, Equatable, Sendable, CustomStringCo
       return "replication frame at stream offset \(offset): bad magic \(hex(found)), expected "
         + hex(ReplicationWire.magic)
     case .frameTooLarge(let length, let limit, let offset):
-      return "replication frame at stream offset \(offset): body of \(length) bytes exceeds the limit \(limit)"
+      return
+        "replication frame at stream offset \(offset): body of \(length) bytes exceeds the limit \(limit)"
     case .checksumMismatch(let stored, let computed, let offset):
       return "replication frame at stream offset \(offset): checksum mismatch (stored \(hex(stored)), "
         + "computed \(hex(computed)))"
@@ -37,9 +38,9 @@ public enum ReplicationDecodingError: Error, Equatable, Sendable, CustomStringCo
 extension ReplicationMessage {
   /// Decodes one frame body (type byte and fields). Never traps: every count is checked against
   /// the bytes left before anything is allocated.
-  public static func decodeBody(_ body: UnsafeRawBufferPointer, streamOffset: Int = 0) throws(
-    ReplicationDecodingError
-  ) -> ReplicationMessage {
+  public static func decodeBody(_ body: UnsafeRawBufferPointer, streamOffset: Int = 0)
+    throws(ReplicationDecodingError) -> ReplicationMessage
+  {
     guard let type = body.first else { throw .unknownMessageType(nil, streamOffset: streamOffset) }
     var reader = ByteReader(body, offset: 1)
     let message: ReplicationMessage
@@ -107,7 +108,8 @@ extension ReplicationMessage {
       let lsn = LSN(try reader.read(UInt64.self))
       let epoch = Epoch(try reader.read(UInt64.self))
       let total: UInt64 = try reader.read()
-      return .checkpointBegin(lsn: lsn, epoch: epoch, totalBytes: total, epochHistory: try readHistory(&reader))
+      return .checkpointBegin(
+        lsn: lsn, epoch: epoch, totalBytes: total, epochHistory: try readHistory(&reader))
     case Types.checkpointChunk:
       let offset: UInt64 = try reader.read()
       let count: UInt32 = try reader.read()
@@ -120,7 +122,8 @@ extension ReplicationMessage {
       let written = LSN(try reader.read(UInt64.self))
       let flushed = LSN(try reader.read(UInt64.self))
       let applied = LSN(try reader.read(UInt64.self))
-      return .ack(written: written, flushed: flushed, applied: applied, epoch: Epoch(try reader.read(UInt64.self)))
+      return .ack(
+        written: written, flushed: flushed, applied: applied, epoch: Epoch(try reader.read(UInt64.self)))
     case Types.heartbeat:
       let epoch = Epoch(try reader.read(UInt64.self))
       let flushed = LSN(try reader.read(UInt64.self))
@@ -232,7 +235,9 @@ public struct ReplicationFrameDecoder: Sendable {
       // Check the magic as soon as it is complete, so garbage is refused without waiting.
       if available >= 4 {
         let magic = load(UInt32.self, at: readIndex)
-        guard magic == ReplicationWire.magic else { throw .badMagic(found: magic, streamOffset: streamOffset) }
+        guard magic == ReplicationWire.magic else {
+          throw .badMagic(found: magic, streamOffset: streamOffset)
+        }
       }
       return nil
     }

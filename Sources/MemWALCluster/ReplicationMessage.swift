@@ -60,7 +60,8 @@ public enum ReplicationMessage: Sendable, Equatable {
   /// Primary → follower, the answer to `hello`. The follower first cuts its log after
   /// `truncateAfter` when set, then receives a checkpoint (if one follows) or records after
   /// `startAfter`.
-  case welcome(primaryID: String, epoch: Epoch, epochHistory: [EpochStart], truncateAfter: LSN?, startAfter: LSN)
+  case welcome(
+    primaryID: String, epoch: Epoch, epochHistory: [EpochStart], truncateAfter: LSN?, startAfter: LSN)
   /// Either side, just before it closes the connection: why.
   case refuse(code: RefusalCode, message: String)
   /// Primary → follower: contiguous records, in LSN order, with the primary's flushed LSN and the

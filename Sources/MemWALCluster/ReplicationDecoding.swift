@@ -231,18 +231,12 @@ public struct ReplicationFrameDecoder: Sendable {
 
   private mutating func decodeNext() throws(ReplicationDecodingError) -> ReplicationMessage? {
     let available = buffer.count - readIndex
-    guard available >= ReplicationWire.frameHeaderSize else {
-      // Check the magic as soon as it is complete, so garbage is refused without waiting.
-      if available >= 4 {
-        let magic = load(UInt32.self, at: readIndex)
-        guard magic == ReplicationWire.magic else {
-          throw .badMagic(found: magic, streamOffset: streamOffset)
-        }
-      }
-      return nil
-    }
+    // The magic and the length are checked as soon as they are complete, so garbage or an
+    // oversize frame is refused without waiting for (or buffering) more bytes.
+    guard available >= 4 else { return nil }
     let magic = load(UInt32.self, at: readIndex)
     guard magic == ReplicationWire.magic else { throw .badMagic(found: magic, streamOffset: streamOffset) }
+    guard available >= 8 else { return nil }
     let length = Int(load(UInt32.self, at: readIndex + 4))
     guard length <= maximumBodySize else {
       throw .frameTooLarge(length: length, limit: maximumBodySize, streamOffset: streamOffset)

@@ -14,20 +14,33 @@ import Testing
   }
 
   static let cases: [Case] = [
-    Case(name: "identical", primary: [(1, 1), (3, 20)], primaryLast: 50, follower: [(1, 1), (3, 20)], followerLast: 50, shared: 50),
-    Case(name: "follower behind", primary: [(1, 1), (3, 20)], primaryLast: 50, follower: [(1, 1)], followerLast: 12, shared: 12),
-    Case(name: "follower behind across an epoch", primary: [(1, 1), (3, 20)], primaryLast: 50, follower: [(1, 1), (3, 20)], followerLast: 30, shared: 30),
     Case(
-      name: "old primary with an un-replicated tail in a stale epoch", primary: [(1, 1), (3, 20)], primaryLast: 50,
+      name: "identical", primary: [(1, 1), (3, 20)], primaryLast: 50, follower: [(1, 1), (3, 20)],
+      followerLast: 50, shared: 50),
+    Case(
+      name: "follower behind", primary: [(1, 1), (3, 20)], primaryLast: 50, follower: [(1, 1)],
+      followerLast: 12, shared: 12),
+    Case(
+      name: "follower behind across an epoch", primary: [(1, 1), (3, 20)], primaryLast: 50,
+      follower: [(1, 1), (3, 20)], followerLast: 30, shared: 30),
+    Case(
+      name: "old primary with an un-replicated tail in a stale epoch", primary: [(1, 1), (3, 20)],
+      primaryLast: 50,
       follower: [(1, 1), (2, 18)], followerLast: 25, shared: 17),
     Case(
       name: "stale epoch started exactly where the new one did", primary: [(1, 1), (3, 20)], primaryLast: 50,
       follower: [(1, 1), (2, 20)], followerLast: 25, shared: 19),
-    Case(name: "follower ahead in the same epoch", primary: [(1, 1), (3, 20)], primaryLast: 30, follower: [(1, 1), (3, 20)], followerLast: 35, shared: 30),
+    Case(
+      name: "follower ahead in the same epoch", primary: [(1, 1), (3, 20)], primaryLast: 30,
+      follower: [(1, 1), (3, 20)], followerLast: 35, shared: 30),
     Case(name: "both empty", primary: [], primaryLast: 0, follower: [], followerLast: 0, shared: 0),
     Case(name: "follower empty", primary: [(1, 1)], primaryLast: 9, follower: [], followerLast: 0, shared: 0),
-    Case(name: "primary empty", primary: [(1, 1)], primaryLast: 0, follower: [(1, 1)], followerLast: 4, shared: 0),
-    Case(name: "different first epoch", primary: [(1, 1)], primaryLast: 9, follower: [(2, 1)], followerLast: 9, shared: 0),
+    Case(
+      name: "primary empty", primary: [(1, 1)], primaryLast: 0, follower: [(1, 1)], followerLast: 4, shared: 0
+    ),
+    Case(
+      name: "different first epoch", primary: [(1, 1)], primaryLast: 9, follower: [(2, 1)], followerLast: 9,
+      shared: 0),
     Case(
       name: "follower has a later epoch the primary skipped", primary: [(1, 1), (5, 10)], primaryLast: 20,
       follower: [(1, 1), (4, 12)], followerLast: 14, shared: 9),

@@ -24,7 +24,9 @@ enum Samples {
 
   static func messages() -> [ReplicationMessage] {
     var generator = SplitMix64(seed: 7)
-    let history = [EpochStart(epoch: Epoch(1), firstLSN: LSN(1)), EpochStart(epoch: Epoch(3), firstLSN: LSN(40))]
+    let history = [
+      EpochStart(epoch: Epoch(1), firstLSN: LSN(1)), EpochStart(epoch: Epoch(3), firstLSN: LSN(40)),
+    ]
     let epochChange = WALRecord(
       lsn: LSN(41), epoch: Epoch(4), transactionID: TransactionID(41), timestampMicros: 9,
       payload: .epochChange(EpochChange(previousEpoch: Epoch(3), leader: "n2")))
@@ -33,9 +35,12 @@ enum Samples {
         protocolVersion: 1, clusterID: cluster, nodeID: "n2-é", epochHistory: history, lastLSN: LSN(77),
         promisedEpoch: Epoch(3)),
       .hello(
-        protocolVersion: 9, clusterID: cluster, nodeID: "", epochHistory: [], lastLSN: .zero, promisedEpoch: .zero),
-      .welcome(primaryID: "n1", epoch: Epoch(3), epochHistory: history, truncateAfter: LSN(39), startAfter: LSN(39)),
-      .welcome(primaryID: "n1", epoch: Epoch(3), epochHistory: history, truncateAfter: nil, startAfter: LSN(12)),
+        protocolVersion: 9, clusterID: cluster, nodeID: "", epochHistory: [], lastLSN: .zero,
+        promisedEpoch: .zero),
+      .welcome(
+        primaryID: "n1", epoch: Epoch(3), epochHistory: history, truncateAfter: LSN(39), startAfter: LSN(39)),
+      .welcome(
+        primaryID: "n1", epoch: Epoch(3), epochHistory: history, truncateAfter: nil, startAfter: LSN(12)),
       .refuse(code: .staleEpoch, message: "epoch 2 < 3"),
       .refuse(code: RefusalCode(rawValue: 999), message: ""),
       .records(

@@ -83,6 +83,13 @@ public final class MemoryEngine: @unchecked Sendable {
   private let applierGate = Mutex<(isPaused: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
   private let reaperTask = Mutex<Task<Void, Never>?>(nil)
   private let gate = Mutex<(any ReplicationGate)?>(nil)
+  private let floor = Mutex<(@Sendable () -> LSN)?>(nil)
+  /// The oldest LSN followers still need (set by a primary's replication): checkpoints retire no
+  /// segment at or after it.
+  public var retentionFloor: (@Sendable () -> LSN)? {
+    get { floor.withLock { $0 } }
+    set { floor.withLock { $0 = newValue } }
+  }
   /// Where `quorum` and `all_applied` writes wait for followers (nil: a single node, which answers
   /// with the level it reached, `local`).
   public var replicationGate: (any ReplicationGate)? {
@@ -293,9 +300,10 @@ public final class MemoryEngine: @unchecked Sendable {
   private func writeCheckpointNow() async throws -> LSN {
     let (lsn, bytes) = try await applierThread.perform { [store] in store.snapshot() }
     try await log.sync()
+    let floor = retentionFloor
     try await applierThread.perform { [log] in
       try log.writeCheckpoint(at: lsn, payload: bytes)
-      _ = try log.retireSegments(below: lsn.next)
+      _ = try log.retireSegments(below: min(lsn.next, floor?() ?? lsn.next))
     }
     bytesSinceCheckpoint.store(0, ordering: .relaxed)
     logger.info("checkpoint", metadata: ["lsn": "\(lsn)", "bytes": "\(bytes.count)"])

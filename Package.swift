@@ -15,6 +15,7 @@ let package = Package(
     .library(name: "MemWALCore", targets: ["MemWALCore"]),
     .library(name: "MemWALLog", targets: ["MemWALLog"]),
     .library(name: "MemWALStore", targets: ["MemWALStore"]),
+    .library(name: "MemWALCluster", targets: ["MemWALCluster"]),
     .library(name: "MemWALClient", targets: ["MemWALClient"]),
   ],
   dependencies: [
@@ -44,6 +45,9 @@ let package = Package(
     ),
     // HNSW and exact vector search, filters, the graph store, versions, snapshots.
     .target(name: "MemWALStore", dependencies: ["MemWALCore"], swiftSettings: strict),
+    // Replication state machines and the replication wire codec: pure, with the clock, the network
+    // and the log injected; they return actions for a shell to carry out.
+    .target(name: "MemWALCluster", dependencies: ["MemWALCore"], swiftSettings: strict),
     // One node's engine: the write path (preconditions and before-images in log order), the
     // applier that follows the log into the stores, checkpoints and recovery.
     .target(
@@ -98,6 +102,8 @@ let package = Package(
     .testTarget(name: "MemWALCoreTests", dependencies: ["MemWALCore"], swiftSettings: strict),
     .testTarget(
       name: "MemWALStoreTests", dependencies: ["MemWALCore", "MemWALStore"], swiftSettings: strict),
+    .testTarget(
+      name: "MemWALClusterTests", dependencies: ["MemWALCore", "MemWALCluster"], swiftSettings: strict),
     .testTarget(
       name: "MemWALLogTests",
       dependencies: ["MemWALCore", "MemWALLog", .product(name: "Logging", package: "swift-log")],

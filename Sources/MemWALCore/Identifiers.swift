@@ -24,6 +24,17 @@ public struct Epoch: RawRepresentable, Hashable, Comparable, Sendable, CustomStr
   public var description: String { String(rawValue) }
 }
 
+/// The first LSN of an epoch.
+public struct EpochStart: Sendable, Equatable, CustomStringConvertible {
+  public var epoch: Epoch
+  public var firstLSN: LSN
+  public init(epoch: Epoch, firstLSN: LSN) {
+    self.epoch = epoch
+    self.firstLSN = firstLSN
+  }
+  public var description: String { "epoch \(epoch) from LSN \(firstLSN)" }
+}
+
 /// Identifies a transaction. Assigned by the log to every record (epoch changes included) and
 /// strictly increasing along it; 0 means "none".
 public struct TransactionID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {

@@ -324,3 +324,32 @@ extension WALFrame {
     return try reader.readBytes(Int(length))
   }
 }
+
+extension WALFrame {
+  /// Appends one record's body (the frame body above, with `previousCRC` and `syncedThroughLSN`
+  /// zero) without the on-disk length, checksum and padding. The replication stream carries
+  /// records this way, inside its own checksummed frames (docs/replication-protocol.md).
+  public static func encodeRecordBody(_ record: WALRecord, into writer: inout ByteWriter) {
+    let payload = encodePayload(record.payload)
+    writer.write(record.payload.recordType)
+    writer.write(UInt8(0))
+    writer.write(UInt16(0))
+    writer.write(UInt32(0))
+    writer.write(record.lsn.rawValue)
+    writer.write(record.epoch.rawValue)
+    writer.write(record.transactionID.rawValue)
+    writer.write(record.timestampMicros)
+    writer.write(UInt64(0))
+    writer.write(bytes: payload)
+  }
+
+  /// Decodes what `encodeRecordBody` wrote. Throws on anything the log's own decoder would refuse,
+  /// and on a non-zero `previousCRC` or `syncedThroughLSN`, which have no meaning off disk.
+  public static func decodeRecordBody(_ body: UnsafeRawBufferPointer) throws(ByteDecodingError) -> WALRecord {
+    let (record, previousCRC, synced) = try decodeBody(body)
+    guard previousCRC == 0, synced == .zero else {
+      throw .invalidValue(field: "record_header", offset: 4, detail: "chain fields must be zero off disk")
+    }
+    return record
+  }
+}

@@ -1,16 +1,5 @@
 import MemWALCore
 
-/// The first LSN of an epoch.
-public struct EpochStart: Sendable, Equatable, CustomStringConvertible {
-  public var epoch: Epoch
-  public var firstLSN: LSN
-  public init(epoch: Epoch, firstLSN: LSN) {
-    self.epoch = epoch
-    self.firstLSN = firstLSN
-  }
-  public var description: String { "epoch \(epoch) from LSN \(firstLSN)" }
-}
-
 /// A snapshot of the stores as of `lsn`, with what the log needs to continue after it even when
 /// the segments holding records up to `lsn` have been retired.
 public struct Checkpoint: Sendable, Equatable {

@@ -63,6 +63,11 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
   case staleEpoch(current: Epoch, requested: Epoch)
   /// A checkpoint for an LSN the log has not made durable, or that is older than the newest one.
   case invalidCheckpoint(String)
+  /// A replicated record that is not the next one of this log (a gap, a repeat, or a commit time
+  /// that does not increase); nothing was written.
+  case outOfOrder(expected: LSN, received: LSN)
+  /// A replicated record of another epoch than the log's, not introduced by an epoch change.
+  case epochMismatch(current: Epoch, received: Epoch, lsn: LSN)
 
   public var description: String {
     switch self {
@@ -74,6 +79,10 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     case .staleEpoch(let current, let requested):
       return "epoch \(requested) is not above the current epoch \(current)"
     case .invalidCheckpoint(let detail): return "invalid checkpoint: \(detail)"
+    case .outOfOrder(let expected, let received):
+      return "replicated record at LSN \(received) does not follow the log (expected LSN \(expected))"
+    case .epochMismatch(let current, let received, let lsn):
+      return "replicated record at LSN \(lsn) is in epoch \(received), the log is in epoch \(current)"
     }
   }
 }

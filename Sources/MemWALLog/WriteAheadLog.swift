@@ -158,6 +158,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     var durability: Durability
     var frameBytes: Int
     var ticket: AppendTicket
+    /// A record received from the primary: written with its own LSN, epoch, transaction id and time.
+    var replicated: WALRecord? = nil
     var recordType: UInt8 { value.recordType }
   }
 
@@ -216,6 +218,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
     try removeTemporaryFiles(in: layout.walDirectory, fileSystem: fileSystem)
     try removeTemporaryFiles(in: layout.checkpointDirectory, fileSystem: fileSystem)
+    try resumeInterruptedInstall(layout: layout, options: options, fileSystem: fileSystem, logger: logger)
 
     var recovery = Recovery()
     let checkpoints = CheckpointStore(directory: layout.checkpointDirectory, fileSystem: fileSystem)
@@ -396,6 +399,17 @@ public final class WriteAheadLog: @unchecked Sendable {
     .result()
   }
 
+  /// Queues a record received from the primary (a follower's log): it keeps the primary's LSN,
+  /// epoch, transaction id and commit time. It must be the next LSN of this log and in its epoch,
+  /// or an epoch-change record to a higher epoch; otherwise its ticket fails with
+  /// `WALError.outOfOrder` or `.staleEpoch` and nothing is written. Queue records in LSN order
+  /// from one caller. Does not wait for room (see `waitForRoom`).
+  public func submitReplicated(_ record: WALRecord, durability: Durability = .local) throws -> AppendTicket {
+    let payload = try Self.encode(record.payload)
+    return try enqueue(
+      record.payload, encoded: payload, newEpoch: record.epoch, durability: durability, replicated: record)
+  }
+
   private static func encode(_ payload: WALPayload) throws -> [UInt8] {
     do {
       try WALFrame.validate(payload)
@@ -435,10 +449,10 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
   }
 
-  private func enqueue(_ value: WALPayload, encoded payload: [UInt8], newEpoch: Epoch, durability: Durability)
-    throws
-    -> AppendTicket
-  {
+  private func enqueue(
+    _ value: WALPayload, encoded payload: [UInt8], newEpoch: Epoch, durability: Durability,
+    replicated: WALRecord? = nil
+  ) throws -> AppendTicket {
     let frameBytes = try frameSize(of: payload)
     let ticket = AppendTicket()
     try lock.withLock {
@@ -447,7 +461,7 @@ public final class WriteAheadLog: @unchecked Sendable {
       queue.append(
         PendingAppend(
           value: value, payload: payload, newEpoch: newEpoch, durability: durability, frameBytes: frameBytes,
-          ticket: ticket))
+          ticket: ticket, replicated: replicated))
       queuedBytes += frameBytes
       enqueued.add(1, ordering: .releasing)
       let queued = queue.count - queueHead
@@ -591,6 +605,11 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     do {
       for (index, entry) in batch.enumerated() {
+        if let record = entry.replicated, let refusal = refusal(of: record, type: entry.recordType) {
+          outcomes.append(Acknowledgement(ticket: entry.ticket, result: .failure(refusal)))
+          unanswered = index + 1
+          continue
+        }
         if entry.recordType == WALFormat.RecordType.epochChange && entry.newEpoch <= epoch {
           outcomes.append(
             Acknowledgement(
@@ -606,19 +625,24 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
         let lsn = nextLSN
         nextLSN = lsn.next
-        lastTimestamp = max(options.clock.microsecondsSinceEpoch(), lastTimestamp + 1)
-        lastTransaction = TransactionID(lastTransaction.rawValue + 1)
         var payload = entry.payload
         var value = entry.value
-        if case .epochChange(var change) = value {
-          change.previousEpoch = epoch
-          value = .epochChange(change)
+        if let record = entry.replicated {
+          lastTimestamp = record.timestampMicros
+          lastTransaction = record.transactionID
+        } else {
+          lastTimestamp = max(options.clock.microsecondsSinceEpoch(), lastTimestamp + 1)
+          lastTransaction = TransactionID(lastTransaction.rawValue + 1)
+          if case .epochChange(var change) = value {
+            change.previousEpoch = epoch
+            value = .epochChange(change)
+            // The previous epoch is only known here, in log order.
+            payload.withUnsafeMutableBytes {
+              $0.storeBytes(of: epoch.rawValue.littleEndian, toByteOffset: 0, as: UInt64.self)
+            }
+          }
         }
         if entry.recordType == WALFormat.RecordType.epochChange {
-          // The previous epoch is only known here, in log order.
-          payload.withUnsafeMutableBytes {
-            $0.storeBytes(of: epoch.rawValue.littleEndian, toByteOffset: 0, as: UInt64.self)
-          }
           epoch = entry.newEpoch
           newHistory.append(EpochStart(epoch: epoch, firstLSN: lsn))
         }
@@ -684,6 +708,20 @@ public final class WriteAheadLog: @unchecked Sendable {
       }
     }
     Delivery.deliver(outcomes[...])
+  }
+
+  /// Why a record from the primary cannot follow this log's last record, if it cannot.
+  private func refusal(of record: WALRecord, type: UInt8) -> WALError? {
+    guard record.lsn == nextLSN else { return .outOfOrder(expected: nextLSN, received: record.lsn) }
+    if type == WALFormat.RecordType.epochChange {
+      guard record.epoch > epoch else { return .staleEpoch(current: epoch, requested: record.epoch) }
+    } else if record.epoch != epoch {
+      return .epochMismatch(current: epoch, received: record.epoch, lsn: record.lsn)
+    }
+    guard record.timestampMicros > lastTimestamp else {
+      return .outOfOrder(expected: nextLSN, received: record.lsn)
+    }
+    return nil
   }
 
   private var placeholder: AppendResult {

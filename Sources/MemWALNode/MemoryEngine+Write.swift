@@ -56,6 +56,7 @@ extension MemoryEngine {
   {
     await waitForRoom()
     let (ticket, sequence) = try writeLock.withLock { state throws(WriteError) -> (AppendTicket, UInt64) in
+      guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
       let current = currentNamespace(name, state)
       if value != nil, current != nil { throw .namespaceExists(name) }
       if value == nil, current == nil { throw .unknownNamespace(name) }
@@ -63,7 +64,7 @@ extension MemoryEngine {
         kind: value == nil ? .delete : .insert, target: .namespace, id: name,
         before: current.map { RecordCodec.encode(.namespace($0)) }, after: value.map(RecordCodec.encode))
       let ticket = try submit(
-        WALTransaction(namespace: name, operations: [operation]), durability: durability)
+        WALTransaction(namespace: name, operations: [operation]), durability: durability, state)
       state.sequence += 1
       state.pendingNamespaces[name] = OverlayEntry(value: value, lsn: nil, sequence: state.sequence)
       state.submissions.append(SubmissionRecord(sequence: state.sequence, keys: [], namespace: name))
@@ -73,7 +74,7 @@ extension MemoryEngine {
     }
     let outcome: WriteOutcome
     do {
-      outcome = try await self.outcome(of: ticket)
+      outcome = try await self.outcome(of: ticket, requested: durability)
     } catch {
       writeLock.withLock { $0.recordLSN(.zero, of: sequence) }
       throw error
@@ -138,7 +139,7 @@ extension MemoryEngine {
     case .submitted(let submission):
       let result: Result<WriteOutcome, WriteError>
       do {
-        result = .success(try await outcome(of: submission.ticket))
+        result = .success(try await outcome(of: submission.ticket, requested: request.durability))
       } catch {
         result = .failure(error)
       }
@@ -192,6 +193,7 @@ extension MemoryEngine {
     -> Submission
   {
     let limits = options.store.limits
+    guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
     guard let config = currentNamespace(request.namespace, state) else {
       throw .unknownNamespace(request.namespace)
     }
@@ -271,7 +273,7 @@ extension MemoryEngine {
     }
     let transaction = WALTransaction(
       namespace: request.namespace, operations: operations, idempotencyKey: request.idempotencyKey)
-    let ticket = try submit(transaction, durability: request.durability)
+    let ticket = try submit(transaction, durability: request.durability, state)
     state.sequence += 1
     for key in order {
       state.overlay[key] = OverlayEntry(value: local[key]!, lsn: nil, sequence: state.sequence)
@@ -304,9 +306,12 @@ extension MemoryEngine {
     return ids.sorted()
   }
 
-  private func submit(_ transaction: WALTransaction, durability: Durability) throws(WriteError)
-    -> AppendTicket
+  /// Submits under the write lock; a node that is not the primary (a follower, or a primary fenced
+  /// by a newer epoch) refuses here, so no write slips in after a step-down.
+  private func submit(_ transaction: WALTransaction, durability: Durability, _ state: WriteState)
+    throws(WriteError) -> AppendTicket
   {
+    guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
     do {
       return try log.submit(transaction, durability: durability)
     } catch let error as WALError {
@@ -320,12 +325,22 @@ extension MemoryEngine {
     try? await log.waitForRoom()
   }
 
-  private func outcome(of ticket: AppendTicket) async throws(WriteError) -> WriteOutcome {
+  /// Waits for the log to take the write on this node, then (for `quorum` and `all_applied`) for
+  /// the replication gate, if the node has one.
+  private func outcome(of ticket: AppendTicket, requested: Durability) async throws(WriteError)
+    -> WriteOutcome
+  {
     do {
       let result = try await ticket.result()
-      return WriteOutcome(
+      var outcome = WriteOutcome(
         lsn: result.lsn, epoch: result.epoch, transactionID: result.transactionID,
         durability: result.durability, isRepeat: false)
+      if requested > .local, outcome.durability == .local, let gate = replicationGate {
+        outcome.durability = try await gate.wait(for: outcome.lsn, epoch: outcome.epoch, reaching: requested)
+      }
+      return outcome
+    } catch let error as WriteError {
+      throw error
     } catch let error as WALError {
       throw .log(error)
     } catch {

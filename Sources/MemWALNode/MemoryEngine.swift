@@ -24,7 +24,10 @@ public final class MemoryEngine: @unchecked Sendable {
     /// Longest a read with `min_lsn` waits for the applier.
     public var maximumReadWait: Duration = .seconds(5)
     /// How often expired memories are deleted through the log (nil: only when `deleteExpired` is called).
+    /// Only a primary runs the reaper; followers receive its deletes through the log.
     public var expiryInterval: Duration? = .seconds(1)
+    /// The role the node opens in.
+    public var role: NodeRole = .primary
 
     public init() {}
   }
@@ -48,6 +51,9 @@ public final class MemoryEngine: @unchecked Sendable {
     var submissions: [SubmissionRecord] = []
     var submissionsHead = 0
     var sequence: UInt64 = 0
+    var role: NodeRole = .primary
+    /// Where clients should send writes when this node is not the primary.
+    var primaryHint: String?
   }
 
   struct SubmissionRecord {
@@ -76,6 +82,20 @@ public final class MemoryEngine: @unchecked Sendable {
   /// While paused, the applier takes no new batch (benchmarks use it to measure the write path alone).
   private let applierGate = Mutex<(isPaused: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
   private let reaperTask = Mutex<Task<Void, Never>?>(nil)
+  private let gate = Mutex<(any ReplicationGate)?>(nil)
+  private let floor = Mutex<(@Sendable () -> LSN)?>(nil)
+  /// The oldest LSN followers still need (set by a primary's replication): checkpoints retire no
+  /// segment at or after it.
+  public var retentionFloor: (@Sendable () -> LSN)? {
+    get { floor.withLock { $0 } }
+    set { floor.withLock { $0 = newValue } }
+  }
+  /// Where `quorum` and `all_applied` writes wait for followers (nil: a single node, which answers
+  /// with the level it reached, `local`).
+  public var replicationGate: (any ReplicationGate)? {
+    get { gate.withLock { $0 } }
+    set { gate.withLock { $0 = newValue } }
+  }
   /// Checkpoints run one at a time, so their LSNs never go backwards.
   private let checkpointSerializer = AsyncSerializer()
   private let bytesSinceCheckpoint = Atomic<Int>(0)
@@ -86,6 +106,45 @@ public final class MemoryEngine: @unchecked Sendable {
     self.store = store
     self.logger = logger
     self.clock = options.log.clock
+    writeLock.withLock { $0.role = options.role }
+  }
+
+  // MARK: role
+
+  /// The node's current role.
+  public var role: NodeRole { writeLock.withLock { $0.role } }
+
+  /// Stops taking writes (a follower, or a primary that learned of a newer epoch). Writes already
+  /// submitted finish in the log; new ones get `notPrimary` with `primary` as the hint.
+  public func becomeFollower(primary: String?) {
+    let changed = writeLock.withLock { state -> Bool in
+      defer {
+        state.role = .follower
+        state.primaryHint = primary
+      }
+      return state.role != .follower
+    }
+    if changed {
+      logger.warning("stopped taking writes: now a follower", metadata: ["primary": "\(primary ?? "-")"])
+    }
+  }
+
+  /// Updates where a follower sends writers.
+  public func setPrimaryHint(_ primary: String?) { writeLock.withLock { $0.primaryHint = primary } }
+
+  /// Becomes the primary in `epoch` (above the log's): records the epoch change in the log, durably,
+  /// waits until the stores have applied everything the log holds (so preconditions and
+  /// before-images are computed from the newest state), then takes writes.
+  @discardableResult
+  public func becomePrimary(epoch: Epoch, name: String) async throws -> LSN {
+    let result = try await log.appendEpochChange(to: epoch, leader: name, durability: .local)
+    try await store.applied.wait(for: result.lsn, timeout: .seconds(600))
+    writeLock.withLock { state in
+      state.role = .primary
+      state.primaryHint = nil
+    }
+    logger.warning("now the primary", metadata: ["epoch": "\(epoch)", "lsn": "\(result.lsn)"])
+    return result.lsn
   }
 
   /// Opens the node's data directory: loads the newest valid checkpoint, replays the log after it,
@@ -193,6 +252,7 @@ public final class MemoryEngine: @unchecked Sendable {
       while !Task.isCancelled {
         try? await Task.sleep(for: interval)
         guard !Task.isCancelled, log.stoppedBy == nil else { return }
+        guard role == .primary else { continue }
         await deleteExpired(nowMicros: clock.microsecondsSinceEpoch())
       }
     }
@@ -240,9 +300,10 @@ public final class MemoryEngine: @unchecked Sendable {
   private func writeCheckpointNow() async throws -> LSN {
     let (lsn, bytes) = try await applierThread.perform { [store] in store.snapshot() }
     try await log.sync()
+    let floor = retentionFloor
     try await applierThread.perform { [log] in
       try log.writeCheckpoint(at: lsn, payload: bytes)
-      _ = try log.retireSegments(below: lsn.next)
+      _ = try log.retireSegments(below: min(lsn.next, floor?() ?? lsn.next))
     }
     bytesSinceCheckpoint.store(0, ordering: .relaxed)
     logger.info("checkpoint", metadata: ["lsn": "\(lsn)", "bytes": "\(bytes.count)"])

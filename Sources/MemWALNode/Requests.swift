@@ -88,6 +88,15 @@ public enum WriteError: Error, Equatable, Sendable, CustomStringConvertible {
   case writeInFlight(target: TargetType, id: String)
   /// The log refused or failed (`WALError.failed` after an fsync failure: the outcome is unknown).
   case log(WALError)
+  /// This node does not take writes (a follower, or a primary fenced by a newer epoch); `primary`
+  /// is the primary's client API address when known. Nothing was written.
+  case notPrimary(primary: String?)
+  /// Fewer followers than the quorum needs confirmed the write in time. The write is durable on this
+  /// node and may still reach the others: its outcome is unknown to the caller.
+  case insufficientReplicas(String)
+  /// The write was logged here but this node lost the right to acknowledge it (a newer epoch, a
+  /// shutdown) before the replication it asked for was confirmed: it may or may not survive.
+  case indeterminate(String)
 
   public var description: String {
     switch self {
@@ -101,6 +110,26 @@ public enum WriteError: Error, Equatable, Sendable, CustomStringConvertible {
       return "edge \(edge) refers to node \(node), which does not exist"
     case .writeInFlight(let target, let id): return "\(target) \(id) has a write in flight; retry"
     case .log(let error): return error.description
+    case .notPrimary(let primary):
+      return "this node is not the primary" + (primary.map { "; the primary is at \($0)" } ?? "")
+    case .insufficientReplicas(let detail): return "not enough replicas confirmed the write: \(detail)"
+    case .indeterminate(let detail): return "the outcome of the write is unknown: \(detail)"
     }
   }
+}
+
+/// What a node is in its cluster.
+public enum NodeRole: String, Sendable, CustomStringConvertible {
+  /// Takes writes and streams its log to followers.
+  case primary
+  /// Takes its log from the primary and serves reads; refuses writes.
+  case follower
+  public var description: String { rawValue }
+}
+
+/// Replication beyond this node: `quorum` and `all_applied` writes wait here after their record is
+/// durable locally. Returns the level reached, or throws `insufficientReplicas` / `indeterminate`.
+public protocol ReplicationGate: Sendable {
+  func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError)
+    -> Durability
 }

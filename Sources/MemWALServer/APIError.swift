@@ -60,6 +60,10 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
     case .versionMismatch: return APIError(.preconditionFailed, "version_mismatch", error.description)
     case .missingEndpoint: return APIError(.badRequest, "missing_endpoint", error.description)
     case .writeInFlight: return APIError(.conflict, "write_in_flight", error.description)
+    case .notPrimary: return APIError(.serviceUnavailable, "not_primary", error.description)
+    case .insufficientReplicas:
+      return APIError(.serviceUnavailable, "insufficient_replicas", error.description)
+    case .indeterminate: return APIError(.serviceUnavailable, "indeterminate", error.description)
     case .log(let walError):
       switch walError {
       case .failed:

@@ -1,0 +1,119 @@
+import MemWALCore
+import MemWALLog
+import MemWALNode
+import MemWALStore
+import Synchronization
+import Testing
+
+/// A follower's engine: it refuses writes, takes the primary's records into its own log, applies
+/// them into the same state, and can be promoted.
+@Suite struct FollowerEngineTests {
+  static func open(_ disk: SimulatedFileSystem, clock: TestClock, role: NodeRole) async throws -> MemoryEngine
+  {
+    var options = engineOptions(clock: clock)
+    options.role = role
+    return try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: disk, logger: quietLogger)
+  }
+
+  /// Ships every record the follower lacks, as the replication stream would.
+  static func ship(from primary: MemoryEngine, to follower: MemoryEngine) async throws {
+    let start = follower.log.positions.written.value.next
+    let records = try primary.log.records(from: start, limit: 100_000)
+    var tickets: [AppendTicket] = []
+    for record in records { tickets.append(try follower.log.submitReplicated(record)) }
+    for ticket in tickets { _ = try await ticket.result() }
+  }
+
+  @Test func aFollowerRefusesWritesAndNamesThePrimary() async throws {
+    let clock = TestClock()
+    let follower = try await Self.open(SimulatedFileSystem(), clock: clock, role: .follower)
+    defer { Task { await follower.close() } }
+    follower.setPrimaryHint("http://127.0.0.1:7601")
+    await #expect(throws: WriteError.notPrimary(primary: "http://127.0.0.1:7601")) {
+      try await follower.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
+    }
+    await #expect(throws: WriteError.notPrimary(primary: "http://127.0.0.1:7601")) {
+      try await follower.execute(
+        TransactionRequest(namespace: "agents", operations: [.deleteMemory(id: "a")]))
+    }
+    #expect(follower.log.positions.written.value == .zero)
+  }
+
+  @Test func aFollowerReachesThePrimarysStateAndCanBePromoted() async throws {
+    let clock = TestClock()
+    let primary = try await Self.open(SimulatedFileSystem(), clock: clock, role: .primary)
+    let followerDisk = SimulatedFileSystem()
+    var follower = try await Self.open(followerDisk, clock: clock, role: .follower)
+    for config in Workload.namespaces { _ = try await primary.createNamespace(config) }
+    var workload = Workload(seed: 42)
+    for round in 0..<3 {
+      for _ in 0..<60 {
+        clock.advance()
+        _ = try? await primary.execute(workload.transaction(now: clock.current))
+      }
+      try await Self.ship(from: primary, to: follower)
+      let lsn = primary.log.positions.written.value
+      try await primary.waitForApplied(lsn)
+      try await follower.waitForApplied(lsn)
+      #expect(try follower.store.digest() == primary.store.digest(), "round \(round)")
+      if round == 1 {
+        // A restarted follower recovers what it had flushed and goes on from there.
+        try await follower.log.sync()
+        await follower.close()
+        follower = try await Self.open(followerDisk, clock: clock, role: .follower)
+        #expect(follower.log.positions.flushed.value == lsn)
+      }
+    }
+
+    // Promotion: the old primary steps down, the follower records the new epoch and takes writes.
+    primary.becomeFollower(primary: "follower")
+    await #expect(throws: WriteError.notPrimary(primary: "follower")) {
+      try await primary.createNamespace(NamespaceConfig(name: "late", dimension: 2, metric: .l2))
+    }
+    let epochLSN = try await follower.becomePrimary(epoch: Epoch(2), name: "f1")
+    #expect(follower.role == .primary)
+    #expect(follower.log.epochHistory.map(\.epoch) == [Epoch(1), Epoch(2)])
+    clock.advance()
+    let written = try await follower.createNamespace(
+      NamespaceConfig(name: "after", dimension: 2, metric: .l2))
+    #expect(written.lsn == epochLSN.next && written.epoch == Epoch(2))
+    await follower.close()
+    await primary.close()
+  }
+
+  /// `quorum` and `all_applied` wait at the replication gate and report what it answers.
+  @Test func strongerDurabilityWaitsAtTheReplicationGate() async throws {
+    final class Gate: ReplicationGate, @unchecked Sendable {
+      let seen = Mutex<[(LSN, Durability)]>([])
+      func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError)
+        -> Durability
+      {
+        seen.withLock { $0.append((lsn, durability)) }
+        if durability == .allApplied { throw .insufficientReplicas("no follower is connected") }
+        return durability
+      }
+    }
+    let clock = TestClock()
+    let engine = try await Self.open(SimulatedFileSystem(), clock: clock, role: .primary)
+    defer { Task { await engine.close() } }
+    let gate = Gate()
+    _ = try await engine.createNamespace(NamespaceConfig(name: "a", dimension: 2, metric: .l2))
+    let single = try await engine.createNamespace(
+      NamespaceConfig(name: "b", dimension: 2, metric: .l2), durability: .quorum)
+    #expect(single.durability == .local)
+    engine.replicationGate = gate
+    let quorum = try await engine.execute(
+      TransactionRequest(
+        namespace: "a", operations: [.upsertMemory(MemoryRecord(id: "x", vector: [1, 2]))],
+        durability: .quorum))
+    #expect(quorum.durability == .quorum)
+    await #expect(throws: WriteError.insufficientReplicas("no follower is connected")) {
+      try await engine.execute(
+        TransactionRequest(
+          namespace: "a", operations: [.upsertMemory(MemoryRecord(id: "y", vector: [1, 2]))],
+          durability: .allApplied))
+    }
+    #expect(gate.seen.withLock { $0.map(\.1) } == [.quorum, .allApplied])
+  }
+}

@@ -61,7 +61,7 @@ let package = Package(
     .target(
       name: "MemWALServer",
       dependencies: [
-        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode",
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALCluster",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTLS", package: "hummingbird"),
         .product(name: "NIOCore", package: "swift-nio"),

@@ -50,6 +50,8 @@ public struct NodeConfiguration: Sendable {
   public var tokens: [TokenGrant] = []
   public var limits = API.Limits()
   public var engine = MemoryEngine.Options()
+  /// Membership and replication (nil: a single node).
+  public var cluster: ClusterSettings?
 
   public init() {}
 
@@ -79,7 +81,7 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 extension NodeConfiguration {
   static let topLevelKeys: Set<String> = [
     "data_dir", "listen", "development_mode", "tls", "tokens", "limits", "wal", "checkpoint", "retention",
-    "search",
+    "search", "cluster",
   ]
 
   /// Parses YAML text.
@@ -121,6 +123,7 @@ extension NodeConfiguration {
       }
     }
     if let value = root["tokens"] { configuration.tokens = try tokens(value) }
+    if let value = root["cluster"] { configuration.cluster = try ClusterSettings.parse(value) }
     try applyLimits(root, to: &configuration)
     try configuration.validate()
     return configuration
@@ -270,7 +273,7 @@ extension NodeConfiguration {
 
   // MARK: YAML pieces
 
-  private static func mapping(_ node: Node, key: String) throws(ConfigurationError) -> [String: Node] {
+  static func mapping(_ node: Node, key: String) throws(ConfigurationError) -> [String: Node] {
     guard case .mapping(let mapping) = node else {
       throw ConfigurationError(key: key, reason: "must be a mapping")
     }
@@ -284,7 +287,7 @@ extension NodeConfiguration {
     return result
   }
 
-  private static func check(_ mapping: [String: Node], allowed: Set<String>, prefix: String)
+  static func check(_ mapping: [String: Node], allowed: Set<String>, prefix: String)
     throws(ConfigurationError)
   {
     if let unknown = mapping.keys.sorted().first(where: { !allowed.contains($0) }) {
@@ -293,14 +296,14 @@ extension NodeConfiguration {
     }
   }
 
-  private static func string(_ node: Node, key: String) throws(ConfigurationError) -> String {
+  static func string(_ node: Node, key: String) throws(ConfigurationError) -> String {
     guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
       throw ConfigurationError(key: key, reason: "must be text")
     }
     return scalar.string
   }
 
-  private static func bool(_ node: Node, key: String) throws(ConfigurationError) -> Bool {
+  static func bool(_ node: Node, key: String) throws(ConfigurationError) -> Bool {
     guard case .scalar(let scalar) = node else {
       throw ConfigurationError(key: key, reason: "must be true or false")
     }
@@ -311,7 +314,7 @@ extension NodeConfiguration {
     }
   }
 
-  private static func integer(_ node: Node, key: String, in range: ClosedRange<Int>)
+  static func integer(_ node: Node, key: String, in range: ClosedRange<Int>)
     throws(ConfigurationError) -> Int
   {
     guard case .scalar(let scalar) = node, let value = Int(scalar.string.replacingUnderscores) else {
@@ -326,5 +329,5 @@ extension NodeConfiguration {
 }
 
 extension String {
-  fileprivate var replacingUnderscores: String { filter { $0 != "_" } }
+  var replacingUnderscores: String { filter { $0 != "_" } }
 }

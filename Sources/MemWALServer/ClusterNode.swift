@@ -1,0 +1,161 @@
+import Logging
+import MemWALCluster
+import MemWALCore
+import MemWALLog
+import MemWALNode
+import NIOPosix
+
+/// One node of a cluster as `memwal serve` runs it: the engine (replaceable, see `EngineHost`) and
+/// the replication side its role needs — a `PrimaryReplicator` listening for followers, or a
+/// `FollowerReplicator` following the primary. A node without a `cluster` section is a single
+/// primary with no replication.
+public final class ClusterNode: Sendable {
+  public let host: EngineHost
+  public let settings: ClusterSettings?
+  let primary: PrimaryReplicator?
+  let follower: FollowerReplicator?
+
+  init(
+    host: EngineHost, settings: ClusterSettings?, primary: PrimaryReplicator?, follower: FollowerReplicator?
+  ) {
+    self.host = host
+    self.settings = settings
+    self.primary = primary
+    self.follower = follower
+  }
+
+  /// Opens the engine and starts the replication its role needs.
+  public static func start(configuration: NodeConfiguration, logger: Logger) async throws -> ClusterNode {
+    var options = configuration.engine
+    guard let cluster = configuration.cluster else {
+      let engine = try await MemoryEngine.open(
+        directory: configuration.dataDirectory, options: options, logger: logger)
+      return ClusterNode(host: EngineHost(engine), settings: nil, primary: nil, follower: nil)
+    }
+    let isPrimary = cluster.node == cluster.initialPrimary
+    options.log.clusterID = cluster.clusterID
+    options.role = isPrimary ? .primary : .follower
+    let tls = try PeerTLS(
+      nodeName: cluster.node, certificatesDirectory: cluster.certificates,
+      membership: Set(cluster.members.keys),
+      logger: logger)
+    let directory = configuration.dataDirectory
+    let engine = try await MemoryEngine.open(directory: directory, options: options, logger: logger)
+    let host = EngineHost(engine)
+    let group = MultiThreadedEventLoopGroup.singleton
+    if isPrimary {
+      let address = splitHostPort(cluster.members[cluster.node]!.replication)!
+      var settings = PrimaryReplicator.Settings(
+        clusterID: cluster.clusterID, nodeName: cluster.node, members: Set(cluster.members.keys),
+        quorum: cluster.quorum, host: address.host, port: address.port)
+      settings.timings = cluster.timings
+      let replicator = PrimaryReplicator(
+        engine: engine, tls: tls, settings: settings, group: group, logger: logger)
+      do {
+        try await replicator.start()
+      } catch {
+        await engine.close()
+        throw error
+      }
+      return ClusterNode(host: host, settings: cluster, primary: replicator, follower: nil)
+    }
+    var settings = FollowerReplicator.Settings(
+      clusterID: cluster.clusterID, nodeName: cluster.node,
+      replicationAddresses: cluster.members.mapValues(\.replication),
+      apiURLs: cluster.members.mapValues(\.api),
+      primary: cluster.initialPrimary)
+    settings.timings = cluster.timings
+    let reopenOptions = options
+    let replicator = FollowerReplicator(
+      host: host, tls: tls, settings: settings, group: group, logger: logger
+    ) {
+      try await MemoryEngine.open(directory: directory, options: reopenOptions, logger: logger)
+    }
+    replicator.start()
+    return ClusterNode(host: host, settings: cluster, primary: nil, follower: replicator)
+  }
+
+  /// Stops replication, then closes the engine (its queued writes are flushed first).
+  public func stop() async {
+    await primary?.stop()
+    await follower?.stop()
+    await host.engine.close()
+  }
+
+  // MARK: status
+
+  /// The `replication` part of `/v1/status`.
+  func replicationStatus() -> JSONValue {
+    guard let settings else { return .null }
+    var fields: JSONObject = [
+      "cluster": .string(settings.name), "node": .string(settings.node),
+      "quorum": .number(Double(settings.quorum)),
+    ]
+    if let primary {
+      let bytesPerRecord = averageRecordBytes()
+      fields["quorum_lsn"] = .number(Double(primary.quorumLSN.rawValue))
+      fields["followers"] = .array(
+        primary.followerStatuses.map { follower in
+          var entry: JSONObject = [
+            "node": .string(follower.nodeID), "state": .string(follower.state),
+            "written_lsn": .number(Double(follower.writtenLSN.rawValue)),
+            "flushed_lsn": .number(Double(follower.flushedLSN.rawValue)),
+            "applied_lsn": .number(Double(follower.appliedLSN.rawValue)),
+            "lag_lsns": .number(Double(follower.lagLSNs)),
+            "lag_bytes": .number(Double(follower.lagLSNs) * bytesPerRecord),
+            "lag_ms": .number(Double(follower.lagMilliseconds)),
+            "in_flight_bytes": .number(Double(follower.inFlightBytes)),
+          ]
+          if let progress = follower.checkpointProgress {
+            entry["checkpoint_transfer"] = .object([
+              "sent_bytes": .number(Double(progress.received)),
+              "total_bytes": .number(Double(progress.total)),
+            ])
+          }
+          return .object(entry)
+        })
+    }
+    if let follower {
+      let status = follower.status
+      fields["primary"] = status.primary.map(JSONValue.string) ?? .null
+      fields["state"] = .string(status.state)
+      fields["primary_epoch"] = status.primaryEpoch.map { .number(Double($0.rawValue)) } ?? .null
+      fields["commit_lsn"] = .number(Double(status.commitLSN.rawValue))
+      if let transfer = status.checkpointTransfer {
+        fields["checkpoint_transfer"] = .object([
+          "received_bytes": .number(Double(transfer.received)),
+          "total_bytes": .number(Double(transfer.total)),
+        ])
+      }
+      if let error = status.lastError { fields["last_error"] = .string(error) }
+    }
+    return .object(fields)
+  }
+
+  /// Gauges per follower for `/metrics`: (name, follower, value).
+  func replicationGauges() -> [(String, String, Double)] {
+    guard let primary else { return [] }
+    let bytesPerRecord = averageRecordBytes()
+    return primary.followerStatuses.flatMap { follower in
+      [
+        ("memwal_replication_lag_lsns", follower.nodeID, Double(follower.lagLSNs)),
+        ("memwal_replication_lag_bytes", follower.nodeID, Double(follower.lagLSNs) * bytesPerRecord),
+        ("memwal_replication_lag_milliseconds", follower.nodeID, Double(follower.lagMilliseconds)),
+        ("memwal_replication_flushed_lsn", follower.nodeID, Double(follower.flushedLSN.rawValue)),
+      ]
+    }
+  }
+
+  /// WAL bytes per record written by this node so far: turns a lag in LSNs into bytes.
+  private func averageRecordBytes() -> Double {
+    let statistics = host.engine.log.statistics.snapshot()
+    guard statistics.records > 0 else { return 0 }
+    return Double(statistics.bytesWritten) / Double(statistics.records)
+  }
+
+  /// The primary's client API address, for a follower's redirects.
+  var primaryAPI: String? {
+    guard let settings, follower != nil else { return nil }
+    return settings.members[follower?.status.primary ?? settings.initialPrimary]?.api
+  }
+}

@@ -1,0 +1,124 @@
+import Crypto
+import MemWALCore
+import Yams
+
+/// The `cluster` section of a node's configuration: who the members are, where they listen, which
+/// one starts as primary, how many followers a `quorum` write needs, and the certificates of this
+/// node (docs/configuration.md lists every key).
+public struct ClusterSettings: Sendable, Equatable {
+  public struct Member: Sendable, Equatable {
+    /// The member's client API, as clients reach it ("http://127.0.0.1:7601").
+    public var api: String
+    /// The member's replication listener ("127.0.0.1:7701").
+    public var replication: String
+  }
+
+  /// The cluster's name; its cluster id (in every WAL segment header) is derived from it, so every
+  /// member's log carries the same id.
+  public var name: String
+  /// This node's name (its certificate's DNS name).
+  public var node: String
+  /// The member that is primary when the cluster starts for the first time.
+  public var initialPrimary: String
+  /// Followers that must have flushed a `quorum` write (k).
+  public var quorum = 1
+  /// Where `memwal certs init` wrote `ca.pem`, `NODE.pem` and `NODE-key.pem`.
+  public var certificates: String
+  public var members: [String: Member]
+  public var timings = ReplicationTimings()
+
+  /// 128 bits of SHA-256 of the cluster name.
+  public var clusterID: ClusterID {
+    let digest = Array(SHA256.hash(data: Array(("memwal-cluster:" + name).utf8)))
+    var high: UInt64 = 0
+    var low: UInt64 = 0
+    for index in 0..<8 {
+      high = high << 8 | UInt64(digest[index])
+      low = low << 8 | UInt64(digest[index + 8])
+    }
+    return ClusterID(high: high, low: low)
+  }
+
+  static let keys: Set<String> = [
+    "name", "node", "initial_primary", "quorum", "certificates", "members", "heartbeat_ms", "peer_timeout_ms",
+    "quorum_timeout_ms", "max_in_flight_bytes", "max_retained_wal_bytes",
+  ]
+
+  static func parse(_ value: Node) throws(ConfigurationError) -> ClusterSettings {
+    typealias C = NodeConfiguration
+    let root = try C.mapping(value, key: "cluster")
+    try C.check(root, allowed: keys, prefix: "cluster.")
+    func required(_ key: String) throws(ConfigurationError) -> String {
+      guard let node = root[key] else {
+        throw ConfigurationError(key: "cluster." + key, reason: "is required")
+      }
+      return try C.string(node, key: "cluster." + key)
+    }
+    var members: [String: Member] = [:]
+    guard let membersNode = root["members"] else {
+      throw ConfigurationError(key: "cluster.members", reason: "is required")
+    }
+    for (name, node) in try C.mapping(membersNode, key: "cluster.members") {
+      let prefix = "cluster.members.\(name)"
+      guard Self.isValidName(name) else {
+        throw ConfigurationError(key: prefix, reason: "a node name is 1-63 of a-z, 0-9 and '-'")
+      }
+      let fields = try C.mapping(node, key: prefix)
+      try C.check(fields, allowed: ["api", "replication"], prefix: prefix + ".")
+      guard let api = fields["api"], let replication = fields["replication"] else {
+        throw ConfigurationError(key: prefix, reason: "needs api and replication")
+      }
+      let apiURL = try C.string(api, key: prefix + ".api")
+      guard apiURL.hasPrefix("http://") || apiURL.hasPrefix("https://") else {
+        throw ConfigurationError(key: prefix + ".api", reason: "must be an http:// or https:// URL")
+      }
+      let address = try C.string(replication, key: prefix + ".replication")
+      guard splitHostPort(address) != nil else {
+        throw ConfigurationError(key: prefix + ".replication", reason: "must be HOST:PORT, got \(address)")
+      }
+      members[name] = Member(api: apiURL, replication: address)
+    }
+    var settings = ClusterSettings(
+      name: try required("name"), node: try required("node"), initialPrimary: try required("initial_primary"),
+      certificates: try required("certificates"), members: members)
+    for (key, name) in [("node", settings.node), ("initial_primary", settings.initialPrimary)]
+    where members[name] == nil {
+      throw ConfigurationError(
+        key: "cluster." + key,
+        reason: "\(name) is not in cluster.members (\(members.keys.sorted().joined(separator: ", ")))")
+    }
+    if let node = root["quorum"] {
+      settings.quorum = try C.integer(node, key: "cluster.quorum", in: 0...max(0, members.count - 1))
+    } else {
+      settings.quorum = min(1, members.count - 1)
+    }
+    func milliseconds(_ key: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Duration? {
+      guard let node = root[key] else { return nil }
+      return .milliseconds(try C.integer(node, key: "cluster." + key, in: range))
+    }
+    if let value = try milliseconds("heartbeat_ms", 10...10_000) {
+      settings.timings.heartbeatInterval = value
+    }
+    if let value = try milliseconds("peer_timeout_ms", 100...600_000) { settings.timings.peerTimeout = value }
+    if let value = try milliseconds("quorum_timeout_ms", 10...600_000) {
+      settings.timings.quorumTimeout = value
+    }
+    if let node = root["max_in_flight_bytes"] {
+      settings.timings.maximumInFlightBytes = try C.integer(
+        node, key: "cluster.max_in_flight_bytes", in: (64 << 10)...(1 << 30))
+    }
+    if let node = root["max_retained_wal_bytes"] {
+      settings.timings.maximumRetainedBytes = try C.integer(
+        node, key: "cluster.max_retained_wal_bytes", in: 0...(1 << 40))
+    }
+    guard settings.timings.heartbeatInterval * 2 <= settings.timings.peerTimeout else {
+      throw ConfigurationError(key: "cluster.peer_timeout_ms", reason: "must be at least twice heartbeat_ms")
+    }
+    return settings
+  }
+
+  static func isValidName(_ name: String) -> Bool {
+    !name.isEmpty && name.utf8.count <= 63
+      && name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }
+  }
+}

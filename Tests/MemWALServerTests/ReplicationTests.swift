@@ -1,0 +1,324 @@
+import Foundation
+import Logging
+import MemWALCluster
+import MemWALCore
+import MemWALLog
+import MemWALNode
+import MemWALServer
+import MemWALStore
+import NIOPosix
+import Testing
+
+/// Replication in one process, over real loopback sockets with mutual TLS: quorum writes, a
+/// follower catching up through a checkpoint, a stale primary's divergent tail cut and archived.
+@Suite(.serialized) struct ReplicationTests {
+  static let clusterID = ClusterID(high: 0xC1, low: 0x05)
+  static let members: Set<String> = ["n1", "n2", "n3"]
+  static let logger = Logger(label: "replication-test") { _ in SwiftLogNoOpLogHandler() }
+
+  static func engineOptions(role: NodeRole) -> MemoryEngine.Options {
+    var options = MemoryEngine.Options()
+    options.log.clusterID = clusterID
+    options.log.segmentBytes = 64 << 10
+    options.log.maximumRecordBytes = 16 << 10
+    // A small in-memory tail, so records of retired segments are really gone.
+    options.log.tailBytes = 32 << 10
+    options.checkpointEveryBytes = 0
+    options.expiryInterval = nil
+    options.role = role
+    options.store.hnsw = HNSWParameters(m: 8, efConstruction: 32)
+    return options
+  }
+
+  static func timings() -> ReplicationTimings {
+    var timings = ReplicationTimings()
+    timings.heartbeatInterval = .milliseconds(50)
+    timings.peerTimeout = .seconds(2)
+    timings.quorumTimeout = .seconds(10)
+    timings.initialBackoff = .milliseconds(20)
+    timings.maximumBackoff = .milliseconds(200)
+    timings.tickInterval = .milliseconds(10)
+    return timings
+  }
+
+  /// A node: its engine (replaceable) and the replicator its role runs.
+  final class TestNode: @unchecked Sendable {
+    let name: String
+    let directory: String
+    let host: EngineHost
+    var primary: PrimaryReplicator?
+    var follower: FollowerReplicator?
+    var port = 0
+
+    init(name: String, directory: String, engine: MemoryEngine) {
+      self.name = name
+      self.directory = directory
+      host = EngineHost(engine)
+    }
+
+    var engine: MemoryEngine { host.engine }
+
+    func stop() async {
+      await primary?.stop()
+      await follower?.stop()
+      primary = nil
+      follower = nil
+      await host.engine.close()
+    }
+  }
+
+  static func startPrimary(
+    _ name: String, directory: String, certificates: String, quorum: Int,
+    timings: ReplicationTimings = timings(),
+    engine existing: MemoryEngine? = nil
+  ) async throws -> TestNode {
+    let engine: MemoryEngine
+    if let existing {
+      engine = existing
+    } else {
+      engine = try await MemoryEngine.open(
+        directory: directory, options: engineOptions(role: .primary), logger: logger)
+    }
+    let node = TestNode(name: name, directory: directory, engine: engine)
+    let tls = try PeerTLS(
+      nodeName: name, certificatesDirectory: certificates, membership: members, logger: logger)
+    var settings = PrimaryReplicator.Settings(
+      clusterID: clusterID, nodeName: name, members: members, quorum: quorum, host: "127.0.0.1", port: 0)
+    settings.timings = timings
+    let replicator = PrimaryReplicator(
+      engine: engine, tls: tls, settings: settings, group: MultiThreadedEventLoopGroup.singleton,
+      logger: logger)
+    node.port = try await replicator.start()
+    node.primary = replicator
+    return node
+  }
+
+  static func startFollower(
+    _ name: String, directory: String, certificates: String, primary: TestNode
+  ) async throws -> TestNode {
+    let options = engineOptions(role: .follower)
+    let engine = try await MemoryEngine.open(directory: directory, options: options, logger: logger)
+    let node = TestNode(name: name, directory: directory, engine: engine)
+    let tls = try PeerTLS(
+      nodeName: name, certificatesDirectory: certificates, membership: members, logger: logger)
+    var settings = FollowerReplicator.Settings(
+      clusterID: clusterID, nodeName: name, replicationAddresses: [primary.name: "127.0.0.1:\(primary.port)"],
+      apiURLs: [primary.name: "http://\(primary.name).example"], primary: primary.name)
+    settings.timings = timings()
+    let replicator = FollowerReplicator(
+      host: node.host, tls: tls, settings: settings, group: MultiThreadedEventLoopGroup.singleton,
+      logger: logger
+    ) {
+      try await MemoryEngine.open(directory: directory, options: options, logger: logger)
+    }
+    replicator.start()
+    node.follower = replicator
+    return node
+  }
+
+  static func write(_ engine: MemoryEngine, ids: Range<Int>, durability: Durability) async throws
+    -> [WriteOutcome]
+  {
+    try await withThrowingTaskGroup(of: WriteOutcome.self) { group in
+      for chunk in stride(from: ids.lowerBound, to: ids.upperBound, by: 8) {
+        group.addTask {
+          var last: WriteOutcome?
+          for id in chunk..<min(chunk + 8, ids.upperBound) {
+            last = try await engine.execute(
+              TransactionRequest(
+                namespace: "agents",
+                operations: [
+                  .upsertMemory(
+                    MemoryRecord(
+                      id: "m\(id)", vector: [Float(id % 7), Float(id % 11), 1, Float(id % 3)],
+                      text: String(repeating: "x", count: 200)))
+                ], durability: durability))
+          }
+          return last!
+        }
+      }
+      var outcomes: [WriteOutcome] = []
+      for try await outcome in group { outcomes.append(outcome) }
+      return outcomes
+    }
+  }
+
+  /// Polls (no sleeping on a guess) until `condition` holds, or fails after `seconds`.
+  static func eventually(
+    _ what: String, seconds: Double = 30, _ condition: () async throws -> Bool
+  ) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+      if try await condition() { return }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out waiting for \(what)")
+    throw TLSTestError("timed out waiting for \(what)")
+  }
+
+  static func converged(_ nodes: [TestNode]) async throws {
+    let target = nodes[0].engine.log.positions.flushed.value
+    try await eventually("every node applied LSN \(target)") {
+      nodes.allSatisfy { $0.engine.store.appliedLSN >= target }
+    }
+    let digests = try nodes.map { try $0.engine.store.digest(at: target) }
+    #expect(Set(digests).count == 1, "digests at LSN \(target): \(digests)")
+    for node in nodes.dropFirst() {
+      #expect(try allRecords(node.engine.log) == allRecords(nodes[0].engine.log), "\(node.name)'s log")
+    }
+  }
+
+  static func allRecords(_ log: WriteAheadLog) throws -> [WALRecord] {
+    var records: [WALRecord] = []
+    try log.readRecords(from: log.oldestRetainedLSN) { record in
+      records.append(record)
+      return true
+    }
+    return records
+  }
+
+  @Test func quorumWritesReachTheFollowersAndEveryNodeConverges() async throws {
+    try await withClusterCertificates { certificates, _ in
+      let directory = try TemporaryDirectory("replication")
+      defer { directory.remove() }
+      let primary = try await Self.startPrimary(
+        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1)
+      let n2 = try await Self.startFollower(
+        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+      let n3 = try await Self.startFollower(
+        "n3", directory: directory.path + "/n3", certificates: certificates, primary: primary)
+      _ = try await primary.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
+      let outcomes = try await Self.write(primary.engine, ids: 0..<400, durability: .quorum)
+      #expect(outcomes.allSatisfy { $0.durability == .quorum })
+      // Every quorum-acknowledged LSN is flushed on at least one follower.
+      let highest = outcomes.map(\.lsn).max()!
+      #expect(max(n2.engine.log.positions.flushed.value, n3.engine.log.positions.flushed.value) >= highest)
+      let all = try await Self.write(primary.engine, ids: 400..<420, durability: .allApplied)
+      #expect(all.allSatisfy { $0.durability == .allApplied })
+      for follower in [n2, n3] {
+        #expect(follower.engine.store.appliedLSN >= all.map(\.lsn).max()!)
+        // A follower refuses writes and names the primary.
+        await #expect(throws: WriteError.notPrimary(primary: "http://n1.example")) {
+          try await follower.engine.createNamespace(NamespaceConfig(name: "x", dimension: 2, metric: .l2))
+        }
+      }
+      try await Self.converged([primary, n2, n3])
+      let statuses = primary.primary!.followerStatuses
+      #expect(statuses.map(\.nodeID) == ["n2", "n3"])
+      #expect(statuses.allSatisfy { $0.state == "streaming" })
+      for node in [n3, n2, primary] { await node.stop() }
+    }
+  }
+
+  @Test func quorumWithoutFollowersFailsWithInsufficientReplicas() async throws {
+    try await withClusterCertificates { certificates, _ in
+      let directory = try TemporaryDirectory("replication")
+      defer { directory.remove() }
+      var timings = Self.timings()
+      timings.quorumTimeout = .milliseconds(300)
+      let primary = try await Self.startPrimary(
+        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1, timings: timings)
+      defer { Task { await primary.stop() } }
+      _ = try await primary.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine))
+      do {
+        _ = try await Self.write(primary.engine, ids: 0..<1, durability: .quorum)
+        Issue.record("a quorum write with no follower succeeded")
+      } catch let error as WriteError {
+        guard case .insufficientReplicas(let detail) = error else {
+          Issue.record("unexpected \(error)")
+          return
+        }
+        #expect(detail.contains("0 of the 1"))
+      }
+      // It is durable here, never silently downgraded: `local` writes still work.
+      let local = try await Self.write(primary.engine, ids: 1..<2, durability: .local)
+      #expect(local[0].durability == .local)
+    }
+  }
+
+  @Test func aFollowerBehindTheRetainedLogCatchesUpThroughACheckpoint() async throws {
+    try await withClusterCertificates { certificates, _ in
+      let directory = try TemporaryDirectory("replication")
+      defer { directory.remove() }
+      var timings = Self.timings()
+      timings.maximumRetainedBytes = 0
+      let primary = try await Self.startPrimary(
+        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1, timings: timings)
+      var n2 = try await Self.startFollower(
+        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+      _ = try await primary.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
+      _ = try await Self.write(primary.engine, ids: 0..<50, durability: .quorum)
+      await n2.stop()
+
+      // While n2 is away, the primary writes a lot, checkpoints, and drops the old segments.
+      _ = try await Self.write(primary.engine, ids: 50..<1_200, durability: .local)
+      try await primary.engine.waitForApplied(primary.engine.log.positions.flushed.value)
+      let checkpoint = try await primary.engine.checkpoint()
+      let first = primary.engine.log.oldestRetainedLSN
+      #expect(first > n2.engine.log.positions.flushed.value.next, "the primary kept what n2 needs")
+
+      n2 = try await Self.startFollower(
+        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+      try await Self.eventually("n2 installs the checkpoint") {
+        n2.engine.log.checkpointLSNs.first == checkpoint
+      }
+      _ = try await Self.write(primary.engine, ids: 1_200..<1_210, durability: .quorum)
+      let target = primary.engine.log.positions.flushed.value
+      try await Self.eventually("n2 catches up") { n2.engine.store.appliedLSN >= target }
+      #expect(try n2.engine.store.digest(at: target) == primary.engine.store.digest(at: target))
+      await n2.stop()
+      await primary.stop()
+    }
+  }
+
+  @Test func aStalePrimaryRejoinsArchivesItsDivergentTailAndConverges() async throws {
+    try await withClusterCertificates { certificates, _ in
+      let directory = try TemporaryDirectory("replication")
+      defer { directory.remove() }
+      // n1 leads epoch 1 with n2 following.
+      var n1 = try await Self.startPrimary(
+        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1)
+      let n2 = try await Self.startFollower(
+        "n2", directory: directory.path + "/n2", certificates: certificates, primary: n1)
+      _ = try await n1.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
+      _ = try await Self.write(n1.engine, ids: 0..<100, durability: .quorum)
+      let shared = n1.engine.log.positions.flushed.value
+      try await Self.eventually("n2 has everything") { n2.engine.log.positions.flushed.value >= shared }
+      await n2.follower?.stop()
+      n2.follower = nil
+
+      // n1 goes on alone at `local`: these records never reach anyone else.
+      _ = try await Self.write(n1.engine, ids: 100..<130, durability: .local)
+      let n1Last = n1.engine.log.positions.flushed.value
+      #expect(n1Last > shared)
+      await n1.stop()
+
+      // n2 is promoted into epoch 2 and takes writes.
+      let n2Engine = n2.engine
+      try await n2Engine.waitForApplied(shared)
+      _ = try await n2Engine.becomePrimary(epoch: Epoch(2), name: "n2")
+      let n2Primary = try await Self.startPrimary(
+        "n2", directory: directory.path + "/n2", certificates: certificates, quorum: 1, engine: n2Engine)
+      let promotedWrites = Task { try await Self.write(n2Engine, ids: 200..<260, durability: .quorum) }
+
+      // n1 comes back as a follower of n2: its tail after `shared` is cut and archived.
+      n1 = try await Self.startFollower(
+        "n1", directory: directory.path + "/n1", certificates: certificates, primary: n2Primary)
+      let outcomes = try await promotedWrites.value
+      #expect(outcomes.allSatisfy { $0.durability == .quorum && $0.epoch == Epoch(2) })
+      try await Self.converged([n2Primary, n1])
+      let archive = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/n1/archive")
+      #expect(archive.contains(WriteAheadLog.divergedArchiveName(epoch: Epoch(1), firstLSN: shared.next)))
+      #expect(n1.engine.log.epochHistory.map(\.epoch) == [Epoch(1), Epoch(2)])
+      // The records n1 wrote alone are gone from every store.
+      let point = n1.engine.latestReadPoint()
+      #expect(try n1.engine.store.memory("m100", in: "agents", at: point) == nil)
+      await n1.stop()
+      await n2Primary.stop()
+    }
+  }
+}

@@ -70,8 +70,13 @@ struct Serve: AsyncParsableCommand {
       warn("error: \(error)")
       throw ExitCode(2)
     }
-    let engine = try await MemoryEngine.open(
-      directory: node.dataDirectory, options: node.engine, logger: logger)
+    let member: ClusterNode
+    do {
+      member = try await ClusterNode.start(configuration: node, logger: logger)
+    } catch let error as PeerTLSError {
+      warn("error: cluster.certificates: \(error)")
+      throw ExitCode(2)
+    }
     if node.developmentMode {
       warn(
         """
@@ -82,13 +87,15 @@ struct Serve: AsyncParsableCommand {
     let host = node.host
     let dataDirectory = node.dataDirectory
     let scheme = tls == nil ? "http" : "https"
+    let role = member.host.engine.role
+    let cluster = node.cluster.map { " in cluster \($0.name) as \($0.node)" } ?? ""
     try await NodeServer.run(
-      engine: engine, host: node.host, port: node.port, limits: node.limits,
+      node: member, host: node.host, port: node.port, limits: node.limits,
       tokens: node.developmentMode ? nil : node.tokens, tls: tls,
       logger: logger
     ) { bound in
       emit(
-        "memwal: serving \(scheme)://\(host):\(bound) (data: \(dataDirectory), applied LSN \(engine.store.appliedLSN))"
+        "memwal: serving \(scheme)://\(host):\(bound) as \(role)\(cluster) (data: \(dataDirectory), applied LSN \(member.host.engine.store.appliedLSN))"
       )
     }
     emit("memwal: stopped cleanly")

@@ -14,16 +14,28 @@ public struct API: Sendable {
     public init() {}
   }
 
-  let engine: MemoryEngine
+  /// The node served: its engine (which a follower may replace) and its replication.
+  let node: ClusterNode
   let limits: Limits
   /// Bearer tokens by SHA-256; `nil` is development mode (no authentication).
   let tokens: [String: TokenGrant]?
   public let metrics: NodeMetrics
 
+  /// The engine serving this request.
+  var engine: MemoryEngine { node.host.engine }
+
+  /// The API of a single node (no replication) over `engine`.
   public init(engine: MemoryEngine, limits: Limits = Limits(), tokens: [TokenGrant]? = nil) {
-    self.engine = engine
+    self.init(
+      node: ClusterNode(host: EngineHost(engine), settings: nil, primary: nil, follower: nil), limits: limits,
+      tokens: tokens)
+  }
+
+  /// The API of `node`, a cluster member or a single node.
+  public init(node: ClusterNode, limits: Limits = Limits(), tokens: [TokenGrant]? = nil) {
+    self.node = node
     self.limits = limits
-    self.metrics = NodeMetrics(engine: engine)
+    self.metrics = NodeMetrics(node: node)
     self.tokens = tokens.map {
       Dictionary($0.map { ($0.sha256, $0) }, uniquingKeysWith: { first, _ in first })
     }
@@ -58,7 +70,7 @@ public struct API: Sendable {
 
   /// Every route, as `METHOD path` (the OpenAPI test checks each is documented).
   public static let routes: [String] = [
-    "GET /healthz", "GET /metrics", "GET /v1/status",
+    "GET /healthz", "GET /metrics", "GET /v1/status", "GET /v1/digest",
     "POST /v1/namespaces", "GET /v1/namespaces", "DELETE /v1/namespaces/{ns}",
     "POST /v1/namespaces/{ns}/memories", "GET /v1/namespaces/{ns}/memories/{id}",
     "DELETE /v1/namespaces/{ns}/memories/{id}",
@@ -85,6 +97,12 @@ public struct API: Sendable {
         return status()
       }
     }
+    router.get("/v1/digest") { request, _ in
+      await respond {
+        try authorize(request, .admin, namespace: nil)
+        return try await digest(request)
+      }
+    }
     router.get("/v1/changes") { request, _ -> Response in
       do {
         return try changes(request)
@@ -94,38 +112,44 @@ public struct API: Sendable {
       }
     }
     router.post("/v1/namespaces") { request, _ in
-      await respond(status: .created) { try await createNamespace(request) }
+      await respond(status: .created, request) { try await createNamespace(request) }
     }
     router.get("/v1/namespaces") { request, _ in await respond { try await listNamespaces(request) } }
     router.delete("/v1/namespaces/{ns}") { request, context in
-      await respond { try await deleteNamespace(request, context) }
+      await respond(request) { try await deleteNamespace(request, context) }
     }
     router.post("/v1/namespaces/{ns}/memories") { request, context in
-      await respond { try await upsertMemories(request, context) }
+      await respond(request) { try await upsertMemories(request, context) }
     }
     router.get("/v1/namespaces/{ns}/memories/{id}") { request, context in
       await respond { try await getMemory(request, context) }
     }
     router.delete("/v1/namespaces/{ns}/memories/{id}") { request, context in
-      await respond { try await deleteOne(.deleteMemory(id: try parameter(context, "id")), request, context) }
+      await respond(request) {
+        try await deleteOne(.deleteMemory(id: try parameter(context, "id")), request, context)
+      }
     }
     router.post("/v1/namespaces/{ns}/search") { request, context in
       await respond { try await search(request, context) }
     }
     router.post("/v1/namespaces/{ns}/graph/nodes") { request, context in
-      await respond { try await upsertGraph(request, context, key: "nodes") }
+      await respond(request) { try await upsertGraph(request, context, key: "nodes") }
     }
     router.post("/v1/namespaces/{ns}/graph/edges") { request, context in
-      await respond { try await upsertGraph(request, context, key: "edges") }
+      await respond(request) { try await upsertGraph(request, context, key: "edges") }
     }
     router.get("/v1/namespaces/{ns}/graph/nodes/{id}") { request, context in
       await respond { try await getNode(request, context) }
     }
     router.delete("/v1/namespaces/{ns}/graph/nodes/{id}") { request, context in
-      await respond { try await deleteOne(.deleteNode(id: try parameter(context, "id")), request, context) }
+      await respond(request) {
+        try await deleteOne(.deleteNode(id: try parameter(context, "id")), request, context)
+      }
     }
     router.delete("/v1/namespaces/{ns}/graph/edges/{id}") { request, context in
-      await respond { try await deleteOne(.deleteEdge(id: try parameter(context, "id")), request, context) }
+      await respond(request) {
+        try await deleteOne(.deleteEdge(id: try parameter(context, "id")), request, context)
+      }
     }
     router.get("/v1/namespaces/{ns}/graph/nodes/{id}/neighbors") { request, context in
       await respond { try await neighbors(request, context) }
@@ -137,7 +161,7 @@ public struct API: Sendable {
       await respond { try await path(request, context) }
     }
     router.post("/v1/namespaces/{ns}/transactions") { request, context in
-      await respond { try await transaction(request, context) }
+      await respond(request) { try await transaction(request, context) }
     }
     router.get("/v1/namespaces/{ns}/history/{kind}/{id}") { request, context in
       await respond { try await history(request, context) }
@@ -150,6 +174,36 @@ public struct API: Sendable {
   func respond(status: HTTPResponse.Status = .ok, _ body: () async throws -> JSONValue) async -> Response {
     do {
       return Self.json(try await body(), status: status)
+    } catch {
+      let failure = APIError.from(error)
+      return Self.json(failure.json, status: failure.status)
+    }
+  }
+
+  /// A write route's answer: on a follower, a `307` to the same path on the primary (clients that
+  /// follow redirects resend the request there), with the primary's address in the body too.
+  func respond(status: HTTPResponse.Status = .ok, _ request: Request, _ body: () async throws -> JSONValue)
+    async
+    -> Response
+  {
+    do {
+      return Self.json(try await body(), status: status)
+    } catch WriteError.notPrimary(let primary) {
+      guard let primary else {
+        let failure = APIError.from(WriteError.notPrimary(primary: nil))
+        return Self.json(failure.json, status: failure.status)
+      }
+      let location = primary + request.uri.description
+      var response = Self.json(
+        .object([
+          "error": .object([
+            "code": .string("not_primary"),
+            "message": .string("this node is a follower; send writes to the primary at \(primary)"),
+            "primary": .string(primary),
+          ])
+        ]), status: .temporaryRedirect)
+      response.headers[.location] = location
+      return response
     } catch {
       let failure = APIError.from(error)
       return Self.json(failure.json, status: failure.status)
@@ -212,10 +266,12 @@ public struct API: Sendable {
   // MARK: status
 
   func status() -> JSONValue {
+    let engine = self.engine
     let log = engine.log
     let segments = log.segmentNames.count
     return .object([
-      "role": .string("primary"), "epoch": .number(Double(log.currentEpoch.rawValue)),
+      "role": .string(engine.role.rawValue), "epoch": .number(Double(log.currentEpoch.rawValue)),
+      "replication": node.replicationStatus(),
       "written_lsn": .number(Double(log.positions.written.value.rawValue)),
       "durable_lsn": .number(Double(log.positions.flushed.value.rawValue)),
       "applied_lsn": .number(Double(engine.store.appliedLSN.rawValue)),
@@ -224,6 +280,14 @@ public struct API: Sendable {
       "checkpoint_lsn": log.checkpointLSNs.first.map { .number(Double($0.rawValue)) } ?? .null,
       "unapplied_keys": .number(Double(engine.unappliedKeyCount)),
     ])
+  }
+
+  /// `GET /v1/digest`: the state digest at an LSN (`as_of_lsn`, default the applied LSN; `min_lsn`
+  /// waits first), for comparing replicas.
+  func digest(_ request: Request) async throws -> JSONValue {
+    let point = try await readPoint(query: query(request))
+    let digest = try engine.store.digest(at: point.lsn)
+    return .object(["lsn": .number(Double(digest.lsn.rawValue)), "digest": .string(digest.value)])
   }
 
   // MARK: namespaces

@@ -9,13 +9,14 @@ import Prometheus
 public final class NodeMetrics: Sendable {
   public let registry = PrometheusCollectorRegistry()
   let factory: PrometheusMetricsFactory
-  let engine: MemoryEngine
+  let node: ClusterNode
+  var engine: MemoryEngine { node.host.engine }
   let writeAck: Metrics.Timer
   let fsync: Metrics.Timer
   let searches: Metrics.Counter
   let searchLatency: Metrics.Timer
 
-  public init(engine: MemoryEngine) {
+  init(node: ClusterNode) {
     var factory = PrometheusMetricsFactory(registry: registry)
     let buckets: [Duration] = [
       .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
@@ -26,13 +27,14 @@ public final class NodeMetrics: Sendable {
     ]
     factory.defaultDurationHistogramBuckets = buckets
     self.factory = factory
-    self.engine = engine
+    self.node = node
     writeAck = Metrics.Timer(label: "memwal_write_ack_seconds", factory: factory)
     fsync = Metrics.Timer(label: "memwal_wal_fsync_seconds", factory: factory)
     searches = Metrics.Counter(label: "memwal_searches_total", factory: factory)
     searchLatency = Metrics.Timer(label: "memwal_search_seconds", factory: factory)
     let fsync = self.fsync
-    engine.log.statistics.observeSyncs { nanoseconds in fsync.recordNanoseconds(Int64(nanoseconds)) }
+    node.host.engine.log.statistics.observeSyncs { nanoseconds in fsync.recordNanoseconds(Int64(nanoseconds))
+    }
   }
 
   func requests(route: String, status: Int) -> Metrics.Counter {
@@ -56,6 +58,9 @@ public final class NodeMetrics: Sendable {
       ("memwal_unapplied_keys", Double(engine.unappliedKeyCount)),
     ]
     for (name, value) in gauges { Metrics.Gauge(label: name, factory: factory).record(value) }
+    for (name, follower, value) in node.replicationGauges() {
+      Metrics.Gauge(label: name, dimensions: [("follower", follower)], factory: factory).record(value)
+    }
     return registry.emitToString()
   }
 }

@@ -44,6 +44,38 @@ public enum NodeServer {
       onServerRunning: onServerRunning, logger: logger)
   }
 
+  /// Serves `node` (a cluster member or a single node) until SIGTERM or SIGINT, then stops
+  /// accepting, lets in-flight requests finish, stops replication and closes the engine (its queued
+  /// writes are flushed first). With `tls`, the API is HTTPS only.
+  public static func run(
+    node: ClusterNode, host: String, port: Int, limits: API.Limits = API.Limits(),
+    tokens: [TokenGrant]? = nil, tls: TLSConfiguration? = nil,
+    logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+  ) async throws {
+    do {
+      let router = API(node: node, limits: limits, tokens: tokens).makeRouter()
+      let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "memwal")
+      let onServerRunning: @Sendable (any Channel) async -> Void = { channel in
+        await onRunning(channel.localAddress?.port ?? port)
+      }
+      if let tls {
+        try await Application(
+          router: router, server: try .tls(.http1(), tlsConfiguration: tls), configuration: configuration,
+          onServerRunning: onServerRunning, logger: logger
+        ).runService(gracefulShutdownSignals: [.sigterm, .sigint])
+      } else {
+        try await Application(
+          router: router, server: .http1(), configuration: configuration, onServerRunning: onServerRunning,
+          logger: logger
+        ).runService(gracefulShutdownSignals: [.sigterm, .sigint])
+      }
+    } catch {
+      await node.stop()
+      throw error
+    }
+    await node.stop()
+  }
+
   /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish, and
   /// closes the engine (its queued writes are flushed first). With `tls`, the API is HTTPS only.
   public static func run(

@@ -48,6 +48,16 @@ struct HTTPBench: AsyncParsableCommand {
     help: "Insert batch sizes to measure (default 1 100).")
   var batches: [Int] = [1, 100]
 
+  enum Encoding: String, ExpressibleByArgument, CaseIterable {
+    case base64
+    case json
+  }
+
+  @Option(
+    name: .customLong("vector-encoding"),
+    help: "How MemWALClient sends vectors: base64 (vector_base64, its default) or json (vector).")
+  var vectorEncoding: Encoding = .base64
+
   @Flag(name: .customLong("skip-search"), help: "Leave out the search phase.")
   var skipSearch = false
 
@@ -187,7 +197,8 @@ struct HTTPBench: AsyncParsableCommand {
     let server = Task { try await application.runService(gracefulShutdownSignals: []) }
     var iterator = ports.makeAsyncIterator()
     guard let port = await iterator.next() else { throw ValidationError("the server did not start") }
-    let client = MemWALClient(baseURL: "http://127.0.0.1:\(port)")
+    let client = MemWALClient(
+      baseURL: "http://127.0.0.1:\(port)", vectorEncoding: vectorEncoding == .json ? .json : .base64)
     try await client.createNamespace("bench", dimension: dimension, metric: .l2)
     remote.setApplierPaused(true)
     var phases: [Phase] = []
@@ -240,12 +251,13 @@ struct HTTPBench: AsyncParsableCommand {
           + "\"seconds\":\(jsonNumber($0.seconds)),\"items_per_second\":\(jsonNumber($0.perSecond))}"
       }
       emit(
-        "{\"benchmark\":\"http\",\"clients\":\(clients),\"dimension\":\(dimension),\"phases\":[\(rows.joined(separator: ","))]"
+        "{\"benchmark\":\"http\",\"vector_encoding\":\"\(vectorEncoding.rawValue)\",\"clients\":\(clients),\"dimension\":\(dimension),\"phases\":[\(rows.joined(separator: ","))]"
           + ratios.map { ",\"\($0.0)\":\(jsonNumber($0.1))" }.joined() + "}")
       return
     }
     emit(
-      "memwal bench http: \(clients) clients, \(dimension)-d vectors, \(format3(seconds)) s per phase, durability local"
+      "memwal bench http: \(clients) clients, \(dimension)-d vectors, \(format3(seconds)) s per phase, durability local, "
+        + "vectors as \(vectorEncoding.rawValue)"
     )
     for phase in phases {
       emit(phase.name.padding(34) + format3(phase.perSecond.rounded()).leftPadded(to: 12, with: " ") + " /s")

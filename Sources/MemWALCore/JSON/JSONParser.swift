@@ -22,22 +22,29 @@ public struct JSONParser {
     return value
   }
 
-  private let bytes: [UInt8]
-  private let limits: Limits
-  private var index = 0
+  let bytes: [UInt8]
+  let limits: Limits
+  var index = 0
+  /// Containers open around `index` (the streaming readers in JSONParser+Reading.swift).
+  var depth = 0
 
-  private init(bytes: [UInt8], limits: Limits) {
+  init(bytes: [UInt8], limits: Limits) {
     self.bytes = bytes
     self.limits = limits
   }
 
-  private func error(_ reason: String) -> JSONParseError { JSONParseError(offset: index, reason: reason) }
+  func error(_ reason: String) -> JSONParseError { JSONParseError(offset: index, reason: reason) }
 
-  private mutating func skipWhitespace() {
-    while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+  mutating func skipWhitespace() {
+    while index < bytes.count {
+      switch bytes[index] {
+      case 0x20, 0x09, 0x0A, 0x0D: index += 1
+      default: return
+      }
+    }
   }
 
-  private mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
+  mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
     guard depth <= limits.maximumDepth else {
       throw error("nested deeper than \(limits.maximumDepth) levels")
     }
@@ -129,7 +136,7 @@ public struct JSONParser {
     }
   }
 
-  private mutating func parseNumber() throws(JSONParseError) -> Double {
+  mutating func parseNumber() throws(JSONParseError) -> Double {
     let start = index
     if bytes[index] == UInt8(ascii: "-") { index += 1 }
     guard index < bytes.count, isDigit(bytes[index]) else { throw error("invalid number") }
@@ -164,7 +171,7 @@ public struct JSONParser {
     return value
   }
 
-  private func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+  func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
 
   static let exactPowersOfTen: [Double] = (0...22).map { power in
     (0..<power).reduce(1.0) { value, _ in value * 10 }
@@ -226,12 +233,33 @@ public struct JSONParser {
     return negative ? -result : result
   }
 
-  private mutating func parseString() throws(JSONParseError) -> String {
+  mutating func parseString() throws(JSONParseError) -> String {
     let start = index
     index += 1
-    var scalars = String.UnicodeScalarView()
+    // Most strings have no escapes: find the closing quote and validate the bytes in one go.
+    while index < bytes.count {
+      let byte = bytes[index]
+      if byte == UInt8(ascii: "\"") {
+        guard let string = String(validating: bytes[(start + 1)..<index], as: UTF8.self) else {
+          throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
+        }
+        index += 1
+        return string
+      }
+      if byte == UInt8(ascii: "\\") { break }
+      if byte < 0x20 { throw error("control character in a string") }
+      index += 1
+      guard index - start <= limits.maximumStringBytes else {
+        throw JSONParseError(offset: start, reason: "string too long")
+      }
+    }
+    return try parseEscapedString(start: start)
+  }
+
+  /// The rest of a string from its first escape (or its unterminated end); `start` is its quote.
+  private mutating func parseEscapedString(start: Int) throws(JSONParseError) -> String {
     var runStart = index
-    var utf8: [UInt8] = []
+    var utf8 = Array(bytes[(start + 1)..<index])
     while true {
       guard index < bytes.count else { throw JSONParseError(offset: start, reason: "unterminated string") }
       let byte = bytes[index]
@@ -272,8 +300,7 @@ public struct JSONParser {
     guard let string = String(validating: utf8, as: UTF8.self) else {
       throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
     }
-    scalars.append(contentsOf: string.unicodeScalars)
-    return String(scalars)
+    return string
   }
 
   private mutating func parseUnicodeEscape() throws(JSONParseError) -> Unicode.Scalar {

@@ -279,7 +279,7 @@ public struct API: Sendable {
     for (index, entry) in entries.enumerated() {
       let path = "memories[\(index)]"
       let item: JSONFields
-      var vector: [Float]?
+      var vector: DecodedVector?
       switch entry {
       case .object(let object, let decoded):
         item = try JSONFields(.object(object), path: path)

@@ -59,17 +59,14 @@ struct JSONFields {
   static let maximumVectorComponents = 65_536
 
   /// A vector from `vector` (an array of numbers) or `vector_base64` (VectorBase64), exactly one of
-  /// them; `decoded` is a `vector` already read (MemoriesBody).
-  func vector(decoded: [Float]? = nil) throws(APIError) -> [Float] {
-    let hasBase64 = has("vector_base64")
-    guard decoded == nil && !has("vector") else {
-      guard !hasBase64 else {
-        throw .badRequest("give \(name("vector")) or \(name("vector_base64")), not both")
-      }
-      if let decoded { return decoded }
-      return try vector("vector")
+  /// them; `decoded` is one of them already read (MemoriesBody), so absent from these fields.
+  func vector(decoded: DecodedVector? = nil) throws(APIError) -> [Float] {
+    let given = ["vector", "vector_base64"].filter { has($0) || decoded?.field == $0 }
+    guard given.count < 2 else {
+      throw .badRequest("give \(name("vector")) or \(name("vector_base64")), not both")
     }
-    guard hasBase64 else { return try vector("vector") }
+    if let decoded { return decoded.components }
+    guard given == ["vector_base64"] else { return try vector("vector") }
     let text = try string("vector_base64")
     do {
       return try VectorBase64.decode(text, maximumComponents: Self.maximumVectorComponents)

@@ -63,8 +63,10 @@ enum Representation {
     try memoryRecord(JSONFields(value, path: path), allowsVersion: allowsVersion)
   }
 
-  /// `decodedVector`: the item's `vector`, already read (MemoriesBody), absent from `fields`.
-  static func memoryRecord(_ fields: JSONFields, decodedVector: [Float]? = nil, allowsVersion: Bool = true)
+  /// `decodedVector`: the item's vector, already read (MemoriesBody), absent from `fields`.
+  static func memoryRecord(
+    _ fields: JSONFields, decodedVector: DecodedVector? = nil, allowsVersion: Bool = true
+  )
     throws(APIError) -> MemoryRecord
   {
     try fields.allowOnly(

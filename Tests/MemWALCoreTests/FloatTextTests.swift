@@ -44,11 +44,15 @@ import Testing
   @Test func edgeCases() {
     var values: [Float] = [
       0, -0.0, 1, -1, 0.1, 0.2, 0.3, 1.0 / 3, 2.0 / 3, 0.5, 0.25, 1e-4, 9.999999e-5, 1e-3, 1e7, 9_999_999,
-      16_777_216, 16_777_217, 8_388_608, 8_388_607.5, 123_456.7, 3.14159265, 2.7182818,
+      16_777_216, 16_777_218, 8_388_608, 8_388_607.5, 123_456.7, 3.14159265, 2.7182818,
       .leastNonzeroMagnitude, .leastNormalMagnitude, .greatestFiniteMagnitude, .ulpOfOne,
-      Float.leastNormalMagnitude.nextDown, Float.leastNormalMagnitude.nextUp, 1.17549435e-38,
-      3.4028235e38, 1e38, 1e-38, 1e-45, 7e-45, 1e-10, 1e10, 4_294_967_296,
+      Float.leastNormalMagnitude.nextDown, Float.leastNormalMagnitude.nextUp,
+      3.4028235e38, 1e38, 1e-38, 1e-10, 1e10, 4_294_967_296,
     ]
+    // Subnormals: the smallest few and the largest few.
+    for pattern: UInt32 in [1, 2, 3, 5, 7, 10, 0x7F_FFFF, 0x7F_FFFE, 0x40_0000] {
+      values.append(Float(bitPattern: pattern))
+    }
     // Every power of two, and its neighbours (the rounding interval is lopsided there).
     for exponent in -149...127 {
       let power = Float(sign: .plus, exponent: exponent, significand: 1)

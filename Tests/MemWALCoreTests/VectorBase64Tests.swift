@@ -28,8 +28,9 @@ import Testing
   @Test func refusesWhatIsNotOneVector() {
     let cases: [(String, VectorBase64.DecodeError)] = [
       ("AACAPw=", .badLength(characters: 7)),
-      ("AACAPw!=", .badCharacter(offset: 6)),
-      ("AAC APw=", .badCharacter(offset: 3)),
+      ("AACAPwAAAEAAAA!/", .badCharacter(offset: 14)),
+      ("AAC APwAAAEAAAC/", .badCharacter(offset: 3)),
+      ("AACAPwAAAEAAAAC\"", .badCharacter(offset: 15)),
       ("AA=APw==", .badCharacter(offset: 2)),
       ("AACA", .notWholeComponents(bytes: 3)),
       ("AACAPx==", .badCharacter(offset: 5)),

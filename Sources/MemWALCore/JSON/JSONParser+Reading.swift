@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// Reading a document piece by piece, for routes that know their body's shape and want some parts
 /// without a `JSONValue` per element — a memory's `vector` is hundreds of numbers, and as
 /// `JSONValue`s each would be an enum in an array before becoming one Float. The same grammar,
@@ -146,6 +152,31 @@ extension JSONParser {
       skipWhitespace()
       return floats
     }
+  }
+
+  /// The next value as a vector when it is a string that `VectorBase64` decodes to at most
+  /// `maximumCount` components. Otherwise nil, with nothing consumed, so the caller can read the
+  /// value whole and say what is wrong with it.
+  public mutating func readBase64Vector(maximumCount: Int) -> [Float]? {
+    guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
+    let start = index + 1
+    // The next quote ends the string unless a backslash escapes it; a backslash, a control
+    // character or anything else outside base64's alphabet fails the decoding below.
+    let decoded = bytes.withUnsafeBufferPointer { buffer -> (vector: [Float], end: Int)? in
+      let rest = UnsafeBufferPointer(rebasing: buffer[start...])
+      guard let base = rest.baseAddress, let quote = memchr(base, Int32(UInt8(ascii: "\"")), rest.count)
+      else { return nil }
+      let end = start + UnsafeRawPointer(base).distance(to: UnsafeRawPointer(quote))
+      guard
+        let vector = try? VectorBase64.decode(
+          utf8: UnsafeBufferPointer(rebasing: buffer[start..<end]), maximumComponents: maximumCount)
+      else { return nil }
+      return (vector, end)
+    }
+    guard let decoded else { return nil }
+    index = decoded.end + 1
+    skipWhitespace()
+    return decoded.vector
   }
 
   /// Checks that nothing but whitespace follows the value read.

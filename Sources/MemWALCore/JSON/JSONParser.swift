@@ -237,23 +237,33 @@ public struct JSONParser {
     let start = index
     index += 1
     // Most strings have no escapes: find the closing quote and validate the bytes in one go.
-    while index < bytes.count {
-      let byte = bytes[index]
-      if byte == UInt8(ascii: "\"") {
-        guard let string = String(validating: bytes[(start + 1)..<index], as: UTF8.self) else {
-          throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
-        }
-        index += 1
-        return string
+    let stop = plainRunEnd(from: index)
+    guard stop - start <= limits.maximumStringBytes else {
+      throw JSONParseError(offset: start, reason: "string too long")
+    }
+    index = stop
+    if index < bytes.count, bytes[index] == UInt8(ascii: "\"") {
+      guard let string = String(validating: bytes[(start + 1)..<index], as: UTF8.self) else {
+        throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
       }
-      if byte == UInt8(ascii: "\\") { break }
-      if byte < 0x20 { throw error("control character in a string") }
       index += 1
-      guard index - start <= limits.maximumStringBytes else {
-        throw JSONParseError(offset: start, reason: "string too long")
-      }
+      return string
     }
     return try parseEscapedString(start: start)
+  }
+
+  /// Where the run of string bytes from `position` ends: the first quote, backslash or control
+  /// character, or the end of the input.
+  func plainRunEnd(from position: Int) -> Int {
+    bytes.withUnsafeBufferPointer { buffer in
+      var position = position
+      while position < buffer.count {
+        let byte = buffer[position]
+        if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 { return position }
+        position += 1
+      }
+      return position
+    }
   }
 
   /// The rest of a string from its first escape (or its unterminated end); `start` is its quote.
@@ -361,7 +371,9 @@ extension JSONValue {
     case .null: out += "null"
     case .bool(let value): out += value ? "true" : "false"
     case .number(let value):
-      if value == value.rounded(), abs(value) < 9.007_199_254_740_992e15 {
+      if value == 0 && value.sign == .minus {
+        out += "-0"  // Int64(-0.0) would drop the sign (a vector component keeps it).
+      } else if value == value.rounded(), abs(value) < 9.007_199_254_740_992e15 {
         out += String(Int64(value))
       } else {
         out += "\(value)"

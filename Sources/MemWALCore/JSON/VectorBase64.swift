@@ -38,33 +38,37 @@ public enum VectorBase64 {
 
   /// Appends the base64 text of `vector` (no quotes).
   public static func append(_ vector: [Float], to out: inout [UInt8]) {
-    let alphabet = self.alphabet
-    var bytes: [UInt8] = []
-    bytes.reserveCapacity(vector.count * 4)
-    for component in vector {
-      let pattern = component.bitPattern
-      bytes.append(UInt8(truncatingIfNeeded: pattern))
-      bytes.append(UInt8(truncatingIfNeeded: pattern >> 8))
-      bytes.append(UInt8(truncatingIfNeeded: pattern >> 16))
-      bytes.append(UInt8(truncatingIfNeeded: pattern >> 24))
-    }
-    out.reserveCapacity(out.count + (bytes.count + 2) / 3 * 4)
-    var index = 0
-    while index + 3 <= bytes.count {
-      let group = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
-      out.append(alphabet[Int(group >> 18)])
-      out.append(alphabet[Int(group >> 12 & 0x3F)])
-      out.append(alphabet[Int(group >> 6 & 0x3F)])
-      out.append(alphabet[Int(group & 0x3F)])
-      index += 3
-    }
-    let rest = bytes.count - index
-    if rest > 0 {
-      let group = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
-      out.append(alphabet[Int(group >> 18)])
-      out.append(alphabet[Int(group >> 12 & 0x3F)])
-      out.append(rest == 2 ? alphabet[Int(group >> 6 & 0x3F)] : UInt8(ascii: "="))
-      out.append(UInt8(ascii: "="))
+    #if _endian(little)
+      vector.withUnsafeBytes { append(littleEndianBytes: $0, to: &out) }
+    #else
+      let swapped = vector.map { Float(bitPattern: $0.bitPattern.byteSwapped) }
+      swapped.withUnsafeBytes { append(littleEndianBytes: $0, to: &out) }
+    #endif
+  }
+
+  static func append(littleEndianBytes bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+    let start = out.count
+    out.append(contentsOf: repeatElement(UInt8(ascii: "="), count: (bytes.count + 2) / 3 * 4))
+    alphabet.withUnsafeBufferPointer { alphabet in
+      out.withUnsafeMutableBufferPointer { out in
+        var target = start
+        var index = 0
+        while index + 3 <= bytes.count {
+          let group = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
+          out[target] = alphabet[Int(group >> 18)]
+          out[target + 1] = alphabet[Int(group >> 12 & 0x3F)]
+          out[target + 2] = alphabet[Int(group >> 6 & 0x3F)]
+          out[target + 3] = alphabet[Int(group & 0x3F)]
+          index += 3
+          target += 4
+        }
+        let rest = bytes.count - index
+        guard rest > 0 else { return }
+        let group = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
+        out[target] = alphabet[Int(group >> 18)]
+        out[target + 1] = alphabet[Int(group >> 12 & 0x3F)]
+        if rest == 2 { out[target + 2] = alphabet[Int(group >> 6 & 0x3F)] }
+      }
     }
   }
 
@@ -84,6 +88,13 @@ public enum VectorBase64 {
     return try result.get()
   }
 
+  /// The vector in the base64 text `utf8` (no quotes); at most `maximumComponents` components.
+  public static func decode(utf8: UnsafeBufferPointer<UInt8>, maximumComponents: Int = 65_536)
+    throws(DecodeError) -> [Float]
+  {
+    try decode(utf8, maximumComponents: maximumComponents)
+  }
+
   static func decode(_ utf8: UnsafeBufferPointer<UInt8>, maximumComponents: Int) throws(DecodeError)
     -> [Float]
   {
@@ -94,47 +105,61 @@ public enum VectorBase64 {
     }
     let byteCount = utf8.count / 4 * 3 - padding
     guard byteCount % 4 == 0 else { throw .notWholeComponents(bytes: byteCount) }
-    guard byteCount / 4 <= maximumComponents else {
-      throw .tooManyComponents(count: byteCount / 4, limit: maximumComponents)
-    }
-    let table = values
-    var bytes = [UInt8](repeating: 0, count: byteCount + 2)
-    var written = 0
-    var offset = 0
-    while offset < utf8.count {
-      let isLast = offset + 4 == utf8.count
-      let usable = isLast ? 4 - padding : 4
-      var group: UInt32 = 0
-      for position in 0..<4 {
-        let character = utf8[offset + position]
-        let value = table[Int(character)]
-        if position < usable {
-          guard value != invalid else { throw .badCharacter(offset: offset + position) }
-          group = group << 6 | UInt32(value)
-        } else {
-          group <<= 6
-        }
-      }
-      // The bits of the last group past the data must be zero (one text per vector).
-      if isLast && padding > 0 && group & (padding == 1 ? 0xFF : 0xFFFF) != 0 {
-        throw .badCharacter(offset: offset + usable - 1)
-      }
-      bytes[written] = UInt8(truncatingIfNeeded: group >> 16)
-      bytes[written + 1] = UInt8(truncatingIfNeeded: group >> 8)
-      bytes[written + 2] = UInt8(truncatingIfNeeded: group)
-      written += 3
-      offset += 4
-    }
     let count = byteCount / 4
-    var vector = [Float](repeating: 0, count: count)
-    for index in 0..<count {
-      let base = index * 4
-      let pattern =
-        UInt32(bytes[base]) | UInt32(bytes[base + 1]) << 8 | UInt32(bytes[base + 2]) << 16
-        | UInt32(bytes[base + 3]) << 24
-      let component = Float(bitPattern: pattern)
-      guard component.isFinite else { throw .nonFinite(index: index, value: component) }
-      vector[index] = component
+    guard count <= maximumComponents else { throw .tooManyComponents(count: count, limit: maximumComponents) }
+    // Whole groups straight into the floats' bytes; the last group, which may be padded, apart.
+    var failure: DecodeError?
+    let decoded = [Float](unsafeUninitializedCapacity: count) { floats, initialized in
+      let out = UnsafeMutableRawBufferPointer(floats)
+      failure = values.withUnsafeBufferPointer { table in
+        // Every group but the last: four characters, three bytes. An invalid character's table
+        // entry (0xFF) has the top bit set, which no valid one (0…63) has.
+        var offset = 0
+        var written = 0
+        let whole = utf8.count - (padding > 0 ? 4 : 0)
+        while offset < whole {
+          let a = table[Int(utf8[offset])]
+          let b = table[Int(utf8[offset + 1])]
+          let c = table[Int(utf8[offset + 2])]
+          let d = table[Int(utf8[offset + 3])]
+          guard (a | b | c | d) & 0x80 == 0 else {
+            return .badCharacter(offset: offset + [a, b, c, d].firstIndex(of: invalid)!)
+          }
+          let group = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+          out[written] = UInt8(truncatingIfNeeded: group >> 16)
+          out[written + 1] = UInt8(truncatingIfNeeded: group >> 8)
+          out[written + 2] = UInt8(truncatingIfNeeded: group)
+          written += 3
+          offset += 4
+        }
+        guard padding > 0 else { return nil }
+        // The padded group: 2 or 3 characters for 1 or 2 bytes.
+        let usable = 4 - padding
+        var group: UInt32 = 0
+        for position in 0..<usable {
+          let value = table[Int(utf8[offset + position])]
+          guard value != invalid else { return .badCharacter(offset: offset + position) }
+          group = group << 6 | UInt32(value)
+        }
+        group <<= 6 * UInt32(padding)
+        // The bits past the data must be zero (one text per vector).
+        guard group & (padding == 1 ? 0xFF : 0xFFFF) == 0 else {
+          return .badCharacter(offset: offset + usable - 1)
+        }
+        out[written] = UInt8(truncatingIfNeeded: group >> 16)
+        if padding == 1 { out[written + 1] = UInt8(truncatingIfNeeded: group >> 8) }
+        return nil
+      }
+      initialized = failure == nil ? count : 0
+    }
+    if let failure { throw failure }
+    #if _endian(little)
+      let vector = decoded
+    #else
+      let vector = decoded.map { Float(bitPattern: $0.bitPattern.byteSwapped) }
+    #endif
+    for index in vector.indices {
+      guard vector[index].isFinite else { throw .nonFinite(index: index, value: vector[index]) }
     }
     return vector
   }

@@ -34,6 +34,33 @@ struct HTTPBench: AsyncParsableCommand {
     help: "Most memories per insert phase (the applier must index them all before the search phase).")
   var maxItems: Int = 20_000
 
+  enum Mode: String, ExpressibleByArgument, CaseIterable {
+    case both
+    case inProcess = "in-process"
+    case api
+  }
+
+  @Option(help: "Which side to run: both (the default, for the ratios), in-process or api (to profile one).")
+  var mode: Mode = .both
+
+  @Option(
+    name: .customLong("batches"), parsing: .upToNextOption,
+    help: "Insert batch sizes to measure (default 1 100).")
+  var batches: [Int] = [1, 100]
+
+  enum Encoding: String, ExpressibleByArgument, CaseIterable {
+    case base64
+    case json
+  }
+
+  @Option(
+    name: .customLong("vector-encoding"),
+    help: "How MemWALClient sends vectors: base64 (vector_base64, its default) or json (vector).")
+  var vectorEncoding: Encoding = .base64
+
+  @Flag(name: .customLong("skip-search"), help: "Leave out the search phase.")
+  var skipSearch = false
+
   @Flag(help: "Print one JSON object.")
   var json = false
 
@@ -42,6 +69,9 @@ struct HTTPBench: AsyncParsableCommand {
     guard clients >= 1, clients <= 1_024 else { throw ValidationError("--clients must be within 1...1024") }
     guard dimension >= 1, dimension <= 4_096 else {
       throw ValidationError("--dimension must be within 1...4096")
+    }
+    guard !batches.isEmpty, batches.allSatisfy({ (1...1_000).contains($0) }) else {
+      throw ValidationError("--batches must be within 1...1000")
     }
   }
 
@@ -102,21 +132,28 @@ struct HTTPBench: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let quiet = Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() }
     let root = joinPath(dir, "http-bench-\(getpid())")
     try POSIXFileSystem().createDirectory(root)
     defer { _ = system("rm -rf '\(root)'") }
-    let dimension = self.dimension
+    var phases: [Phase] = []
+    if mode != .api { phases += try await inProcess(directory: joinPath(root, "in-process")) }
+    if mode != .inProcess { phases += try await throughAPI(directory: joinPath(root, "api")) }
+    report(phases)
+  }
 
-    // In-process.
+  static let quiet = Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() }
+
+  /// The same work straight into `MemoryEngine`: the caller has [Float] vectors and builds records.
+  func inProcess(directory: String) async throws -> [Phase] {
+    let dimension = self.dimension
     let local = try await MemoryEngine.open(
-      directory: joinPath(root, "in-process"), options: engineOptions(), logger: quiet)
+      directory: directory, options: engineOptions(), logger: Self.quiet)
     _ = try await local.createNamespace(NamespaceConfig(name: "bench", dimension: dimension, metric: .l2))
     // The applier is paused while inserts are measured, in both modes, so that building the
     // index (the slowest step, DESIGN §4) does not compete with the write path being compared.
     local.setApplierPaused(true)
     var phases: [Phase] = []
-    for batch in [1, 100] {
+    for batch in batches {
       phases.append(
         await drive("in-process insert, batch \(batch)", limit: maxItems) { client, round in
           let operations: [Operation] = (0..<batch).map { index in
@@ -130,30 +167,42 @@ struct HTTPBench: AsyncParsableCommand {
           return batch
         })
     }
-    local.setApplierPaused(false)
-    try await local.waitForApplied(local.log.positions.written.value, timeout: .seconds(3600))
-    phases.append(
-      await drive("in-process search, k 10") { client, round in
-        _ = try local.store.search(
-          Self.vector(client * 7 + round, dimension), k: 10, in: "bench", at: local.latestReadPoint())
-        return 1
-      })
+    // Without the search phase the index is never built: the log holds the inserts, which is
+    // what was measured, and closing does not wait for the applier.
+    if !skipSearch {
+      local.setApplierPaused(false)
+      try await local.waitForApplied(local.log.positions.written.value, timeout: .seconds(3600))
+      phases.append(
+        await drive("in-process search, k 10") { client, round in
+          _ = try local.store.search(
+            Self.vector(client * 7 + round, dimension), k: 10, in: "bench", at: local.latestReadPoint())
+          return 1
+        })
+    }
     await local.close()
+    return phases
+  }
 
-    // Through the API.
+  /// The same work through a server on a loopback port in this process, callers using MemWALClient.
+  func throughAPI(directory: String) async throws -> [Phase] {
+    let dimension = self.dimension
     let remote = try await MemoryEngine.open(
-      directory: joinPath(root, "api"), options: engineOptions(), logger: quiet)
+      directory: directory, options: engineOptions(), logger: Self.quiet)
     let (ports, continuation) = AsyncStream<Int>.makeStream()
-    let application = NodeServer.makeApplication(engine: remote, host: "127.0.0.1", port: 0, logger: quiet) {
+    let application = NodeServer.makeApplication(
+      engine: remote, host: "127.0.0.1", port: 0, logger: Self.quiet
+    ) {
       continuation.yield($0)
     }
     let server = Task { try await application.runService(gracefulShutdownSignals: []) }
     var iterator = ports.makeAsyncIterator()
     guard let port = await iterator.next() else { throw ValidationError("the server did not start") }
-    let client = MemWALClient(baseURL: "http://127.0.0.1:\(port)")
+    let client = MemWALClient(
+      baseURL: "http://127.0.0.1:\(port)", vectorEncoding: vectorEncoding == .json ? .json : .base64)
     try await client.createNamespace("bench", dimension: dimension, metric: .l2)
     remote.setApplierPaused(true)
-    for batch in [1, 100] {
+    var phases: [Phase] = []
+    for batch in batches {
       phases.append(
         await drive("API insert, batch \(batch)", limit: maxItems) { clientIndex, round in
           let memories = (0..<batch).map { index in
@@ -165,45 +214,50 @@ struct HTTPBench: AsyncParsableCommand {
           return batch
         })
     }
-    remote.setApplierPaused(false)
-    try await remote.waitForApplied(remote.log.positions.written.value, timeout: .seconds(3600))
-    phases.append(
-      await drive("API search, k 10") { clientIndex, round in
-        _ = try await client.search(
-          Self.vector(clientIndex * 7 + round, dimension), k: 10, in: "bench", consistency: .latest)
-        return 1
-      })
+    // Without the search phase the index is never built: the log holds the inserts, which is
+    // what was measured, and closing does not wait for the applier.
+    if !skipSearch {
+      remote.setApplierPaused(false)
+      try await remote.waitForApplied(remote.log.positions.written.value, timeout: .seconds(3600))
+      phases.append(
+        await drive("API search, k 10") { clientIndex, round in
+          _ = try await client.search(
+            Self.vector(clientIndex * 7 + round, dimension), k: 10, in: "bench", consistency: .latest)
+          return 1
+        })
+    }
     server.cancel()
     _ = await server.result
     await remote.close()
-    report(phases)
+    return phases
   }
 
   func report(_ phases: [Phase]) {
-    func ratio(_ api: String, _ local: String) -> Double {
-      guard let a = phases.first(where: { $0.name == api }), let l = phases.first(where: { $0.name == local })
-      else { return .nan }
-      return a.perSecond / l.perSecond
+    func perSecond(_ name: String) -> Double? { phases.first { $0.name == name }?.perSecond }
+    var ratios: [(String, Double)] = []
+    for batch in batches {
+      if let api = perSecond("API insert, batch \(batch)"),
+        let local = perSecond("in-process insert, batch \(batch)")
+      {
+        ratios.append(("insert_batch_\(batch)_api_over_in_process", api / local))
+      }
     }
-    let ratios: [(String, Double)] = [
-      ("insert_batch_1_api_over_in_process", ratio("API insert, batch 1", "in-process insert, batch 1")),
-      (
-        "insert_batch_100_api_over_in_process", ratio("API insert, batch 100", "in-process insert, batch 100")
-      ),
-      ("search_api_over_in_process", ratio("API search, k 10", "in-process search, k 10")),
-    ]
+    if let api = perSecond("API search, k 10"), let local = perSecond("in-process search, k 10") {
+      ratios.append(("search_api_over_in_process", api / local))
+    }
     if json {
       let rows = phases.map {
         "{\"name\":\(jsonString($0.name)),\"operations\":\($0.operations),\"items\":\($0.items),"
           + "\"seconds\":\(jsonNumber($0.seconds)),\"items_per_second\":\(jsonNumber($0.perSecond))}"
       }
       emit(
-        "{\"benchmark\":\"http\",\"clients\":\(clients),\"dimension\":\(dimension),\"phases\":[\(rows.joined(separator: ","))],"
-          + ratios.map { "\"\($0.0)\":\(jsonNumber($0.1))" }.joined(separator: ",") + "}")
+        "{\"benchmark\":\"http\",\"vector_encoding\":\"\(vectorEncoding.rawValue)\",\"clients\":\(clients),\"dimension\":\(dimension),\"phases\":[\(rows.joined(separator: ","))]"
+          + ratios.map { ",\"\($0.0)\":\(jsonNumber($0.1))" }.joined() + "}")
       return
     }
     emit(
-      "memwal bench http: \(clients) clients, \(dimension)-d vectors, \(format3(seconds)) s per phase, durability local"
+      "memwal bench http: \(clients) clients, \(dimension)-d vectors, \(format3(seconds)) s per phase, durability local, "
+        + "vectors as \(vectorEncoding.rawValue)"
     )
     for phase in phases {
       emit(phase.name.padding(34) + format3(phase.perSecond.rounded()).leftPadded(to: 12, with: " ") + " /s")

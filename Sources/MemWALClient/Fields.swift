@@ -62,16 +62,6 @@ struct Fields {
 }
 
 extension MemWALClient {
-  static func json(_ memory: MemoryRecord) -> JSONValue {
-    var fields: JSONObject = [
-      "id": .string(memory.id), "vector": .array(memory.vector.map { .number(Double($0)) }),
-      "metadata": .object(memory.metadata),
-    ]
-    if let text = memory.text { fields["text"] = .string(text) }
-    if let expires = memory.expiresAtMicros { fields["expires_at"] = .number(Double(expires)) }
-    return .object(fields)
-  }
-
   static func json(_ node: GraphNode) -> JSONValue {
     .object(["id": .string(node.id), "type": .string(node.type), "properties": .object(node.properties)])
   }

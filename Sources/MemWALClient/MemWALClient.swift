@@ -18,10 +18,21 @@ public final class MemWALClient: Sendable {
     case asOfTime(Int64)
   }
 
+  /// How vectors travel in request bodies (docs/openapi.yaml, `vector` and `vector_base64`).
+  public enum VectorEncoding: Sendable, Equatable {
+    /// `vector_base64`: the components as little-endian float32 in base64 (`VectorBase64`), exact
+    /// and without decimal conversion on either side. The default.
+    case base64
+    /// `vector`: an array of JSON numbers, each the shortest text that reads back as the same
+    /// Float (`FloatText`), for nodes older than `vector_base64`.
+    case json
+  }
+
   public let baseURL: String
   let token: String?
   let http: HTTPClient
   let timeout: TimeAmount
+  let vectorEncoding: VectorEncoding
   private let lastWritten = Mutex<LSN>(.zero)
 
   /// `baseURL` like `http://127.0.0.1:7600` (or `https://…` for a node with TLS, with an
@@ -29,12 +40,13 @@ public final class MemWALClient: Sendable {
   /// with tokens configured.
   public init(
     baseURL: String, token: String? = nil, httpClient: HTTPClient = .shared,
-    timeout: TimeAmount = .seconds(30)
+    timeout: TimeAmount = .seconds(30), vectorEncoding: VectorEncoding = .base64
   ) {
     self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
     self.token = token
     self.http = httpClient
     self.timeout = timeout
+    self.vectorEncoding = vectorEncoding
   }
 
   /// An HTTP client for nodes that serve their API over HTTPS (`tls:` in their configuration) with
@@ -103,11 +115,13 @@ public final class MemWALClient: Sendable {
     _ memories: [MemoryRecord], in namespace: String, durability: Durability = .local,
     idempotencyKey: String? = nil
   ) async throws -> WriteResult {
-    var body: JSONObject = [
-      "memories": .array(memories.map(Self.json)), "durability": .string(durability.description),
-    ]
-    if let idempotencyKey { body["idempotency_key"] = .string(idempotencyKey) }
-    return try await write(.POST, "/v1/namespaces/\(escape(namespace))/memories", body)
+    var fields: JSONObject = ["durability": .string(durability.description)]
+    if let idempotencyKey { fields["idempotency_key"] = .string(idempotencyKey) }
+    // Written straight to bytes: the vectors are most of the body, and as JSONValues each
+    // component would be an enum before it is text (RequestBody).
+    var body = RequestBody(vectorEncoding: vectorEncoding)
+    try body.appendMemories(memories, beside: fields)
+    return try await write(.POST, "/v1/namespaces/\(escape(namespace))/memories", body: body.bytes)
   }
 
   /// The memory, or nil when there is none.
@@ -147,13 +161,16 @@ public final class MemWALClient: Sendable {
     _ vector: [Float], k: Int, in namespace: String, filter: JSONValue? = nil, ef: Int? = nil,
     consistency: Consistency = .readYourWrites
   ) async throws -> [SearchHit] {
-    var body: JSONObject = ["vector": .array(vector.map { .number(Double($0)) }), "k": .number(Double(k))]
-    if let filter { body["filter"] = filter }
-    if let ef { body["ef"] = .number(Double(ef)) }
+    var fields: JSONObject = ["k": .number(Double(k))]
+    if let filter { fields["filter"] = filter }
+    if let ef { fields["ef"] = .number(Double(ef)) }
     for (key, value) in readQuery(consistency) {
-      body[key] = Int64(value).map { .number(Double($0)) } ?? .string(value)
+      fields[key] = Int64(value).map { .number(Double($0)) } ?? .string(value)
     }
-    let response = try await read(.POST, "/v1/namespaces/\(escape(namespace))/search", body: body)
+    var body = RequestBody(vectorEncoding: vectorEncoding)
+    try body.appendObject(fields, vector: vector, path: "vector")
+    let response = try await send(
+      .POST, "/v1/namespaces/\(escape(namespace))/search", query: [], body: body.bytes)
     return try response.array("results").map { value in
       let hit = try Fields(value)
       return SearchHit(
@@ -292,7 +309,11 @@ public final class MemWALClient: Sendable {
   }
 
   private func write(_ method: HTTPMethod, _ path: String, _ body: JSONObject?) async throws -> WriteResult {
-    let response = try await send(method, path, query: [], body: body.map(JSONValue.object))
+    try await write(method, path, body: body.map { Array(JSONValue.object($0).jsonText.utf8) })
+  }
+
+  private func write(_ method: HTTPMethod, _ path: String, body: [UInt8]?) async throws -> WriteResult {
+    let response = try await send(method, path, query: [], body: body)
     let result = WriteResult(
       lsn: LSN(UInt64(try response.integer("lsn"))), epoch: Epoch(UInt64(try response.integer("epoch"))),
       durability: Durability(name: try response.string("durability")) ?? .memory,
@@ -306,10 +327,10 @@ public final class MemWALClient: Sendable {
   ) async throws
     -> Fields
   {
-    try await send(method, path, query: query, body: body.map(JSONValue.object))
+    try await send(method, path, query: query, body: body.map { Array(JSONValue.object($0).jsonText.utf8) })
   }
 
-  private func send(_ method: HTTPMethod, _ path: String, query: [(String, String)], body: JSONValue?)
+  private func send(_ method: HTTPMethod, _ path: String, query: [(String, String)], body: [UInt8]?)
     async throws -> Fields
   {
     var url = baseURL + path
@@ -321,7 +342,7 @@ public final class MemWALClient: Sendable {
     if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
     if let body {
       request.headers.add(name: "Content-Type", value: "application/json")
-      request.body = .bytes(ByteBuffer(string: body.jsonText))
+      request.body = .bytes(ByteBuffer(bytes: body))
     }
     let response = try await http.execute(request, timeout: timeout)
     let bytes = try await response.body.collect(upTo: 256 << 20)

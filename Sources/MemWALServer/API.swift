@@ -221,10 +221,15 @@ public struct API: Sendable {
   }
 
   func body(_ request: Request) async throws -> JSONFields {
+    try JSONFields(try JSONParser.parse(try await bodyBytes(request)))
+  }
+
+  /// The request body, up to the limit; a JSON body is required.
+  func bodyBytes(_ request: Request) async throws -> [UInt8] {
     var request = request
     let buffer = try await request.collectBody(upTo: limits.maximumBodyBytes)
     guard buffer.readableBytes > 0 else { throw APIError.badRequest("a JSON body is required") }
-    return try JSONFields(try JSONParser.parse(Array(buffer.readableBytesView)))
+    return Array(buffer.readableBytesView)
   }
 
   func parameter(_ context: BasicRequestContext, _ name: String) throws(APIError) -> String {
@@ -326,19 +331,29 @@ public struct API: Sendable {
 
   func upsertMemories(_ request: Request, _ context: BasicRequestContext) async throws -> JSONValue {
     try authorize(request, .write, namespace: try parameter(context, "ns"))
-    let fields = try await body(request)
+    let body = try MemoriesBody(try await bodyBytes(request))
+    let fields = try JSONFields(body.top)
     try fields.allowOnly(["memories", "durability", "idempotency_key"])
-    let values = try fields.array("memories")
-    guard !values.isEmpty, values.count <= limits.maximumBatch else {
+    let entries = try body.memories ?? fields.array("memories").map(MemoriesBody.Entry.value)
+    guard !entries.isEmpty, entries.count <= limits.maximumBatch else {
       throw APIError.badRequest("memories must hold 1 to \(limits.maximumBatch) entries")
     }
     var operations: [Operation] = []
-    for (index, value) in values.enumerated() {
+    operations.reserveCapacity(entries.count)
+    for (index, entry) in entries.enumerated() {
       let path = "memories[\(index)]"
+      let item: JSONFields
+      var vector: DecodedVector?
+      switch entry {
+      case .object(let object, let decoded):
+        item = try JSONFields(.object(object), path: path)
+        vector = decoded
+      case .value(let value): item = try JSONFields(value, path: path)
+      }
       operations.append(
         .upsertMemory(
-          try Representation.memoryRecord(value, path: path),
-          ifVersion: try Representation.ifVersion(value, path: path)))
+          try Representation.memoryRecord(item, decodedVector: vector),
+          ifVersion: try item.optionalLSN("if_version")))
     }
     return try await execute(context, operations, fields)
   }
@@ -384,7 +399,7 @@ public struct API: Sendable {
     try authorize(request, .read, namespace: try parameter(context, "ns"))
     let fields = try await body(request)
     try fields.allowOnly([
-      "vector", "k", "filter", "ef", "include_vectors", "min_lsn", "as_of_lsn", "as_of_time",
+      "vector", "vector_base64", "k", "filter", "ef", "include_vectors", "min_lsn", "as_of_lsn", "as_of_time",
     ])
     let point = try await readPoint(query: fields)
     let filter = try fields.fields["filter"].flatMap { value throws(APIError) -> Filter? in
@@ -397,7 +412,7 @@ public struct API: Sendable {
     default: throw APIError.badRequest("include_vectors must be a boolean")
     }
     let (hits, path) = try engine.store.search(
-      try fields.vector("vector"), k: try fields.integer("k"), in: try parameter(context, "ns"),
+      try fields.vector(), k: try fields.integer("k"), in: try parameter(context, "ns"),
       filter: filter,
       ef: try fields.optionalInteger("ef"), at: point)
     let results: [JSONValue] = hits.map { hit in

@@ -56,11 +56,32 @@ struct JSONFields {
     }
   }
 
+  static let maximumVectorComponents = 65_536
+
+  /// A vector from `vector` (an array of numbers) or `vector_base64` (VectorBase64), exactly one of
+  /// them; `decoded` is one of them already read (MemoriesBody), so absent from these fields.
+  func vector(decoded: DecodedVector? = nil) throws(APIError) -> [Float] {
+    let given = ["vector", "vector_base64"].filter { has($0) || decoded?.field == $0 }
+    guard given.count < 2 else {
+      throw .badRequest("give \(name("vector")) or \(name("vector_base64")), not both")
+    }
+    if let decoded { return decoded.components }
+    guard given == ["vector_base64"] else { return try vector("vector") }
+    let text = try string("vector_base64")
+    do {
+      return try VectorBase64.decode(text, maximumComponents: Self.maximumVectorComponents)
+    } catch {
+      throw .badRequest("\(name("vector_base64")) \(error)")
+    }
+  }
+
   func vector(_ key: String) throws(APIError) -> [Float] {
     guard case .array(let values)? = fields[key] else {
       throw .badRequest("\(name(key)) must be an array of numbers")
     }
-    guard values.count <= 65_536 else { throw .badRequest("\(name(key)) has too many components") }
+    guard values.count <= Self.maximumVectorComponents else {
+      throw .badRequest("\(name(key)) has too many components")
+    }
     var vector: [Float] = []
     vector.reserveCapacity(values.count)
     for (index, value) in values.enumerated() {

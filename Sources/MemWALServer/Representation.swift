@@ -60,13 +60,21 @@ enum Representation {
   static func memoryRecord(_ value: JSONValue, path: String, allowsVersion: Bool = true) throws(APIError)
     -> MemoryRecord
   {
-    let fields = try JSONFields(value, path: path)
+    try memoryRecord(JSONFields(value, path: path), allowsVersion: allowsVersion)
+  }
+
+  /// `decodedVector`: the item's vector, already read (MemoriesBody), absent from `fields`.
+  static func memoryRecord(
+    _ fields: JSONFields, decodedVector: DecodedVector? = nil, allowsVersion: Bool = true
+  )
+    throws(APIError) -> MemoryRecord
+  {
     try fields.allowOnly(
       allowsVersion
-        ? ["id", "vector", "text", "metadata", "expires_at", "if_version"]
-        : ["id", "vector", "text", "metadata", "expires_at"])
+        ? ["id", "vector", "vector_base64", "text", "metadata", "expires_at", "if_version"]
+        : ["id", "vector", "vector_base64", "text", "metadata", "expires_at"])
     return MemoryRecord(
-      id: try fields.string("id"), vector: try fields.vector("vector"),
+      id: try fields.string("id"), vector: try fields.vector(decoded: decodedVector),
       text: try fields.optionalString("text"),
       metadata: try fields.object("metadata"), expiresAtMicros: try fields.optionalTime("expires_at"))
   }

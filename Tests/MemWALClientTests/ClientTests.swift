@@ -107,4 +107,45 @@ func withNode(tokens: [TokenGrant]? = nil, _ body: @Sendable (String) async thro
       #expect(try await client.namespaces().count == 1)
     }
   }
+  /// Both encodings carry every component exactly (base64 by default, shortest decimal text on
+  /// request), and a component that is not finite is refused before anything is sent.
+  @Test func vectorsTravelExactlyInBothEncodings() async throws {
+    try await withNode { url in
+      var generator = SplitMix64(seed: 11)
+      func vector() -> [Float] {
+        var components: [Float] = [0, -0.0, .leastNonzeroMagnitude, .greatestFiniteMagnitude, 1e-7, 0.1]
+        while components.count < 16 {
+          let component = Float(bitPattern: UInt32(truncatingIfNeeded: generator.next()))
+          if component.isFinite { components.append(component) }
+        }
+        return components
+      }
+      for encoding in [MemWALClient.VectorEncoding.base64, .json] {
+        let client = MemWALClient(baseURL: url, vectorEncoding: encoding)
+        let namespace = "n-\(encoding)"
+        try await client.createNamespace(namespace, dimension: 16, metric: .l2)
+        let memories = (0..<20).map { MemoryRecord(id: "m\($0)", vector: vector(), text: "t\($0)") }
+        try await client.upsert(memories, in: namespace)
+        for memory in memories {
+          let read = try #require(try await client.memory(memory.id, in: namespace))
+          #expect(read.record.vector.map(\.bitPattern) == memory.vector.map(\.bitPattern), "\(encoding)")
+          #expect(read.record.text == memory.text)
+        }
+        let hits = try await client.search(memories[3].vector, k: 1, in: namespace)
+        #expect(hits.map(\.id) == ["m3"] && hits.first?.distance == 0, "\(encoding)")
+
+        var bad = vector()
+        bad[5] = .nan
+        let before = client.lastWrittenLSN
+        await #expect(throws: MemWALClientError.self) {
+          try await client.upsert([MemoryRecord(id: "bad", vector: bad)], in: namespace)
+        }
+        await #expect(throws: MemWALClientError.self) {
+          _ = try await client.search(bad.map { $0.isNaN ? .infinity : $0 }, k: 1, in: namespace)
+        }
+        #expect(client.lastWrittenLSN == before)
+        #expect(try await client.memory("bad", in: namespace) == nil)
+      }
+    }
+  }
 }

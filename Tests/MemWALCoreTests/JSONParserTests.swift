@@ -15,6 +15,12 @@ import Testing
         ]))
     #expect(try parse(value.jsonText) == value)
     #expect(value.jsonText == #"{"a":[1,-2500,true,false,null],"b":{"c":"é\né😀"},"d":0}"#)
+    #expect(JSONValue.number(-0.0).jsonText == "-0")
+    guard case .number(let negativeZero) = try parse("-0") else {
+      Issue.record("-0 is a number")
+      return
+    }
+    #expect(negativeZero == 0 && negativeZero.sign == .minus)
   }
 
   @Test func refusesMalformedInput() {

@@ -243,4 +243,88 @@ let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
       #expect(engine.log.positions.written.value == written, "no bad request wrote anything")
     }
   }
+
+  @Test func vectorsAsBase64() async throws {
+    try await Self.withServer { api, engine in
+      _ = try await api.call(.post, "/v1/namespaces", #"{"name":"n","dimension":2,"metric":"l2"}"#)
+      // [0.1, -2.5] as little-endian float32, and [1, 0] the same way.
+      let encoded = VectorBase64.text([0.1, -2.5])
+      var (status, body) = try await api.call(
+        .post, "/v1/namespaces/n/memories",
+        #"{"memories":[{"id":"a","vector_base64":"\#(encoded)"},{"id":"b","vector":[1,0]}]}"#)
+      #expect(status == 200, "\(body.jsonText)")
+      (status, body) = try await api.call(.get, "/v1/namespaces/n/memories/a?min_lsn=2")
+      guard case .object(let top) = body, case .object(let memory)? = top["memory"] else {
+        Issue.record("\(body.jsonText)")
+        return
+      }
+      #expect(memory["vector"] == .array([.number(Double(Float(0.1))), .number(-2.5)]))
+      (status, body) = try await api.call(
+        .post, "/v1/namespaces/n/search",
+        #"{"vector_base64":"\#(VectorBase64.text([1, 0]))","k":1,"min_lsn":2}"#)
+      #expect(status == 200 && body.jsonText.contains(#""id":"b""#), "\(body.jsonText)")
+
+      let written = engine.log.positions.written.value
+      let nan = VectorBase64.text([1, .nan])
+      let cases: [(String, String, Int, String, String)] = [
+        (
+          "memories", #"{"memories":[{"id":"x","vector_base64":"\#(VectorBase64.text([1, 2, 3]))"}]}"#, 400,
+          "wrong_dimension", "holds 2-dimensional vectors; got 3"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector_base64":"AACAPwAAAEAA"}]}"#, 400, "invalid_request",
+          "memories[0].vector_base64 decodes to 9 bytes"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector_base64":"AACAPwAA*EA="}]}"#, 400, "invalid_request",
+          "memories[0].vector_base64 is not base64 at character 8"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector_base64":"AACAPwAAAE"}]}"#, 400, "invalid_request",
+          "memories[0].vector_base64 is 10 characters long"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector_base64":"\#(nan)"}]}"#, 400, "invalid_request",
+          "memories[0].vector_base64 component 1 is nan"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector_base64":7}]}"#, 400, "invalid_request",
+          "memories[0].vector_base64 must be a string"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector":[1,2],"vector_base64":"\#(encoded)"}]}"#, 400,
+          "invalid_request", "give memories[0].vector or memories[0].vector_base64, not both"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector":[1,"2"],"vector_base64":"\#(encoded)"}]}"#, 400,
+          "invalid_request", "not both"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x"}]}"#, 400, "invalid_request",
+          "memories[0].vector must be an array of numbers"
+        ),
+        (
+          "memories", #"{"memories":[{"id":"x","vector":[1,2],"vector":[1,2]}]}"#, 400, "malformed_json",
+          "duplicate key"
+        ),
+        (
+          "search", #"{"vector_base64":"\#(nan)","k":1}"#, 400, "invalid_request", "vector_base64 component 1"
+        ),
+      ]
+      for (route, request, expectedStatus, expectedCode, expectedMessage) in cases {
+        let (status, response) = try await api.call(.post, "/v1/namespaces/n/\(route)", request)
+        var message = ""
+        if case .object(let top) = response, case .object(let error)? = top["error"],
+          case .string(let text)? = error["message"]
+        {
+          message = text
+        }
+        #expect(
+          status == expectedStatus && Self.error(response) == expectedCode
+            && message.contains(expectedMessage),
+          "\(request.prefix(80)): \(status) \(response.jsonText.prefix(200))")
+      }
+      #expect(engine.log.positions.written.value == written, "no bad request wrote anything")
+    }
+  }
 }

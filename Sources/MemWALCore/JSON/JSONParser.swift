@@ -22,22 +22,29 @@ public struct JSONParser {
     return value
   }
 
-  private let bytes: [UInt8]
-  private let limits: Limits
-  private var index = 0
+  let bytes: [UInt8]
+  let limits: Limits
+  var index = 0
+  /// Containers open around `index` (the streaming readers in JSONParser+Reading.swift).
+  var depth = 0
 
-  private init(bytes: [UInt8], limits: Limits) {
+  init(bytes: [UInt8], limits: Limits) {
     self.bytes = bytes
     self.limits = limits
   }
 
-  private func error(_ reason: String) -> JSONParseError { JSONParseError(offset: index, reason: reason) }
+  func error(_ reason: String) -> JSONParseError { JSONParseError(offset: index, reason: reason) }
 
-  private mutating func skipWhitespace() {
-    while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+  mutating func skipWhitespace() {
+    while index < bytes.count {
+      switch bytes[index] {
+      case 0x20, 0x09, 0x0A, 0x0D: index += 1
+      default: return
+      }
+    }
   }
 
-  private mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
+  mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
     guard depth <= limits.maximumDepth else {
       throw error("nested deeper than \(limits.maximumDepth) levels")
     }
@@ -129,7 +136,7 @@ public struct JSONParser {
     }
   }
 
-  private mutating func parseNumber() throws(JSONParseError) -> Double {
+  mutating func parseNumber() throws(JSONParseError) -> Double {
     let start = index
     if bytes[index] == UInt8(ascii: "-") { index += 1 }
     guard index < bytes.count, isDigit(bytes[index]) else { throw error("invalid number") }
@@ -164,7 +171,7 @@ public struct JSONParser {
     return value
   }
 
-  private func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+  func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
 
   static let exactPowersOfTen: [Double] = (0...22).map { power in
     (0..<power).reduce(1.0) { value, _ in value * 10 }
@@ -226,12 +233,43 @@ public struct JSONParser {
     return negative ? -result : result
   }
 
-  private mutating func parseString() throws(JSONParseError) -> String {
+  mutating func parseString() throws(JSONParseError) -> String {
     let start = index
     index += 1
-    var scalars = String.UnicodeScalarView()
+    // Most strings have no escapes: find the closing quote and validate the bytes in one go.
+    let stop = plainRunEnd(from: index)
+    guard stop - start <= limits.maximumStringBytes else {
+      throw JSONParseError(offset: start, reason: "string too long")
+    }
+    index = stop
+    if index < bytes.count, bytes[index] == UInt8(ascii: "\"") {
+      guard let string = String(validating: bytes[(start + 1)..<index], as: UTF8.self) else {
+        throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
+      }
+      index += 1
+      return string
+    }
+    return try parseEscapedString(start: start)
+  }
+
+  /// Where the run of string bytes from `position` ends: the first quote, backslash or control
+  /// character, or the end of the input.
+  func plainRunEnd(from position: Int) -> Int {
+    bytes.withUnsafeBufferPointer { buffer in
+      var position = position
+      while position < buffer.count {
+        let byte = buffer[position]
+        if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 { return position }
+        position += 1
+      }
+      return position
+    }
+  }
+
+  /// The rest of a string from its first escape (or its unterminated end); `start` is its quote.
+  private mutating func parseEscapedString(start: Int) throws(JSONParseError) -> String {
     var runStart = index
-    var utf8: [UInt8] = []
+    var utf8 = Array(bytes[(start + 1)..<index])
     while true {
       guard index < bytes.count else { throw JSONParseError(offset: start, reason: "unterminated string") }
       let byte = bytes[index]
@@ -272,8 +310,7 @@ public struct JSONParser {
     guard let string = String(validating: utf8, as: UTF8.self) else {
       throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
     }
-    scalars.append(contentsOf: string.unicodeScalars)
-    return String(scalars)
+    return string
   }
 
   private mutating func parseUnicodeEscape() throws(JSONParseError) -> Unicode.Scalar {
@@ -334,7 +371,9 @@ extension JSONValue {
     case .null: out += "null"
     case .bool(let value): out += value ? "true" : "false"
     case .number(let value):
-      if value == value.rounded(), abs(value) < 9.007_199_254_740_992e15 {
+      if value == 0 && value.sign == .minus {
+        out += "-0"  // Int64(-0.0) would drop the sign (a vector component keeps it).
+      } else if value == value.rounded(), abs(value) < 9.007_199_254_740_992e15 {
         out += String(Int64(value))
       } else {
         out += "\(value)"

@@ -103,11 +103,11 @@ final class LocalCluster {
   }
 
   /// Polls until `condition` holds or fails after `seconds`.
-  func eventually(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) throws {
+  func eventually(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
       if (try? condition()) == true { return }
-      usleep(20_000)
+      try await Task.sleep(for: .milliseconds(20))
     }
     throw CLIError("timed out waiting for \(what)")
   }
@@ -126,7 +126,7 @@ final class LocalCluster {
     let cluster = try LocalCluster()
     defer { cluster.stopAll() }
     for name in cluster.names { try cluster.start(name) }
-    try cluster.eventually("both followers streaming") {
+    try await cluster.eventually("both followers streaming") {
       guard case .object(let replication)? = try cluster.status("n1")["replication"],
         case .array(let followers)? = replication["followers"]
       else { return false }
@@ -176,7 +176,7 @@ final class LocalCluster {
     #expect(acknowledged.value == total)
 
     let last = cluster.number(try cluster.status("n1"), "durable_lsn")
-    try cluster.eventually("every node applied LSN \(last)") {
+    try await cluster.eventually("every node applied LSN \(last)") {
       try cluster.names.allSatisfy { cluster.number(try cluster.status($0), "applied_lsn") >= last }
     }
     let digests = try cluster.names.map { try cluster.digest($0, at: last) }

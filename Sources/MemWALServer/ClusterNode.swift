@@ -152,10 +152,4 @@ public final class ClusterNode: Sendable {
     guard statistics.records > 0 else { return 0 }
     return Double(statistics.bytesWritten) / Double(statistics.records)
   }
-
-  /// The primary's client API address, for a follower's redirects.
-  var primaryAPI: String? {
-    guard let settings, follower != nil else { return nil }
-    return settings.members[follower?.status.primary ?? settings.initialPrimary]?.api
-  }
 }

@@ -118,7 +118,7 @@ final class LocalCluster {
   }
 }
 
-@Suite(.serialized) struct ClusterProcessTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterProcessTests {
   /// Issue 5: a primary and two followers as real processes over mutual TLS; 10,000 transactions
   /// at `quorum`; one follower `kill -9`ed halfway and restarted; at the end all three report the
   /// same state digest at the same LSN.

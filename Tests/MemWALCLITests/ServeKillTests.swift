@@ -93,8 +93,13 @@ final class ServerProcess {
     self.port = port
   }
 
+  /// Sends `signal` and waits for the child to exit; one that has not exited 30 s after a gentler
+  /// signal is killed, so a stuck child cannot hang the test run.
   func kill(_ signal: Int32) {
     Glibc.kill(process.processIdentifier, signal)
+    let deadline = Date().addingTimeInterval(30)
+    while process.isRunning && Date() < deadline { usleep(10_000) }
+    if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
     process.waitUntilExit()
   }
 

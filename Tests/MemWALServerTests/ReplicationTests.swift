@@ -7,11 +7,12 @@ import MemWALNode
 import MemWALServer
 import MemWALStore
 import NIOPosix
+import Synchronization
 import Testing
 
 /// Replication in one process, over real loopback sockets with mutual TLS: quorum writes, a
 /// follower catching up through a checkpoint, a stale primary's divergent tail cut and archived.
-@Suite(.serialized) struct ReplicationTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ReplicationTests {
   static let clusterID = ClusterID(high: 0xC1, low: 0x05)
   static let members: Set<String> = ["n1", "n2", "n3"]
   static let logger = Logger(label: "replication-test") { _ in SwiftLogNoOpLogHandler() }
@@ -55,16 +56,40 @@ import Testing
       self.name = name
       self.directory = directory
       host = EngineHost(engine)
+      ReplicationTests.live.withLock { $0.append(self) }
     }
 
     var engine: MemoryEngine { host.engine }
 
+    /// Stops the replicator and closes the engine (once, even when two nodes share it).
     func stop() async {
       await primary?.stop()
       await follower?.stop()
       primary = nil
       follower = nil
-      await host.engine.close()
+      let engine = host.engine
+      let first = ReplicationTests.closed.withLock { $0.insert(ObjectIdentifier(engine)).inserted }
+      if first { await engine.close() }
+    }
+  }
+
+  /// Every node a test started, so a failing test still stops them all (the suite is serialized).
+  static let live = Mutex<[TestNode]>([])
+  static let closed = Mutex<Set<ObjectIdentifier>>([])
+
+  /// Runs a test with fresh certificates and a scratch directory, and stops every node it started,
+  /// whether it passes or fails.
+  static func scenario(
+    _ body: (_ certificates: String, _ foreign: String, _ directory: String) async throws -> Void
+  ) async throws {
+    try await withClusterCertificates { certificates, foreign in
+      let directory = try TemporaryDirectory("replication")
+      defer { directory.remove() }
+      var failure: (any Error)?
+      do { try await body(certificates, foreign, directory.path) } catch { failure = error }
+      for node in live.withLock({ $0 }).reversed() { await node.stop() }
+      live.withLock { $0.removeAll() }
+      if let failure { throw failure }
     }
   }
 
@@ -186,15 +211,13 @@ import Testing
   }
 
   @Test func quorumWritesReachTheFollowersAndEveryNodeConverges() async throws {
-    try await withClusterCertificates { certificates, _ in
-      let directory = try TemporaryDirectory("replication")
-      defer { directory.remove() }
+    try await Self.scenario { certificates, _, directory in
       let primary = try await Self.startPrimary(
-        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1)
+        "n1", directory: directory + "/n1", certificates: certificates, quorum: 1)
       let n2 = try await Self.startFollower(
-        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+        "n2", directory: directory + "/n2", certificates: certificates, primary: primary)
       let n3 = try await Self.startFollower(
-        "n3", directory: directory.path + "/n3", certificates: certificates, primary: primary)
+        "n3", directory: directory + "/n3", certificates: certificates, primary: primary)
       try await Self.streaming(primary, count: 2)
       _ = try await primary.engine.createNamespace(
         NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
@@ -221,14 +244,11 @@ import Testing
   }
 
   @Test func quorumWithoutFollowersFailsWithInsufficientReplicas() async throws {
-    try await withClusterCertificates { certificates, _ in
-      let directory = try TemporaryDirectory("replication")
-      defer { directory.remove() }
+    try await Self.scenario { certificates, _, directory in
       var timings = Self.timings()
       timings.quorumTimeout = .milliseconds(300)
       let primary = try await Self.startPrimary(
-        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1, timings: timings)
-      defer { Task { await primary.stop() } }
+        "n1", directory: directory + "/n1", certificates: certificates, quorum: 1, timings: timings)
       _ = try await primary.engine.createNamespace(
         NamespaceConfig(name: "agents", dimension: 4, metric: .cosine))
       do {
@@ -248,15 +268,13 @@ import Testing
   }
 
   @Test func aFollowerBehindTheRetainedLogCatchesUpThroughACheckpoint() async throws {
-    try await withClusterCertificates { certificates, _ in
-      let directory = try TemporaryDirectory("replication")
-      defer { directory.remove() }
+    try await Self.scenario { certificates, _, directory in
       var timings = Self.timings()
       timings.maximumRetainedBytes = 0
       let primary = try await Self.startPrimary(
-        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1, timings: timings)
+        "n1", directory: directory + "/n1", certificates: certificates, quorum: 1, timings: timings)
       var n2 = try await Self.startFollower(
-        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+        "n2", directory: directory + "/n2", certificates: certificates, primary: primary)
       _ = try await primary.engine.createNamespace(
         NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
       _ = try await Self.write(primary.engine, ids: 0..<50, durability: .quorum)
@@ -270,7 +288,7 @@ import Testing
       #expect(first > n2.engine.log.positions.flushed.value.next, "the primary kept what n2 needs")
 
       n2 = try await Self.startFollower(
-        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+        "n2", directory: directory + "/n2", certificates: certificates, primary: primary)
       try await Self.eventually("n2 installs the checkpoint") {
         n2.engine.log.checkpointLSNs.first == checkpoint
       }
@@ -284,14 +302,12 @@ import Testing
   }
 
   @Test func aStalePrimaryRejoinsArchivesItsDivergentTailAndConverges() async throws {
-    try await withClusterCertificates { certificates, _ in
-      let directory = try TemporaryDirectory("replication")
-      defer { directory.remove() }
+    try await Self.scenario { certificates, _, directory in
       // n1 leads epoch 1 with n2 following.
       var n1 = try await Self.startPrimary(
-        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1)
+        "n1", directory: directory + "/n1", certificates: certificates, quorum: 1)
       let n2 = try await Self.startFollower(
-        "n2", directory: directory.path + "/n2", certificates: certificates, primary: n1)
+        "n2", directory: directory + "/n2", certificates: certificates, primary: n1)
       _ = try await n1.engine.createNamespace(
         NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
       _ = try await Self.write(n1.engine, ids: 0..<100, durability: .quorum)
@@ -311,16 +327,16 @@ import Testing
       try await n2Engine.waitForApplied(shared)
       _ = try await n2Engine.becomePrimary(epoch: Epoch(2), name: "n2")
       let n2Primary = try await Self.startPrimary(
-        "n2", directory: directory.path + "/n2", certificates: certificates, quorum: 1, engine: n2Engine)
+        "n2", directory: directory + "/n2", certificates: certificates, quorum: 1, engine: n2Engine)
       let promotedWrites = Task { try await Self.write(n2Engine, ids: 200..<260, durability: .quorum) }
 
       // n1 comes back as a follower of n2: its tail after `shared` is cut and archived.
       n1 = try await Self.startFollower(
-        "n1", directory: directory.path + "/n1", certificates: certificates, primary: n2Primary)
+        "n1", directory: directory + "/n1", certificates: certificates, primary: n2Primary)
       let outcomes = try await promotedWrites.value
       #expect(outcomes.allSatisfy { $0.durability == .quorum && $0.epoch == Epoch(2) })
       try await Self.converged([n2Primary, n1])
-      let archive = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/n1/archive")
+      let archive = try FileManager.default.contentsOfDirectory(atPath: directory + "/n1/archive")
       #expect(archive.contains(WriteAheadLog.divergedArchiveName(epoch: Epoch(1), firstLSN: shared.next)))
       #expect(n1.engine.log.epochHistory.map(\.epoch) == [Epoch(1), Epoch(2)])
       // The records n1 wrote alone are gone from every store.
@@ -336,16 +352,13 @@ import Testing
   /// (each refusal logged with the peer and the reason); accepted with a member's certificate.
   @Test(.disabled(if: OpenSSL.isSkipped, "MEMWAL_SKIP_OPENSSL_TESTS=1"))
   func theReplicationPortAcceptsOnlyMembersOfTheClusterCA() async throws {
-    try await withClusterCertificates { certificates, foreign in
-      let directory = try TemporaryDirectory("replication")
-      defer { directory.remove() }
+    try await Self.scenario { certificates, foreign, directory in
       let log = LogRecorder()
       var timings = Self.timings()
       timings.peerTimeout = .milliseconds(500)
       let primary = try await Self.startPrimary(
-        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1, timings: timings,
+        "n1", directory: directory + "/n1", certificates: certificates, quorum: 1, timings: timings,
         logger: log.makeLogger("n1"))
-      defer { Task { await primary.stop() } }
       func sClient(_ certificate: (String, String)?) async throws -> OpenSSL.Run {
         var arguments = [
           "s_client", "-connect", "127.0.0.1:\(primary.port)", "-tls1_3", "-CAfile", certificates + "/ca.pem",
@@ -379,13 +392,11 @@ import Testing
   /// WAL retention keeps what a known follower still needs: a checkpoint on the primary retires no
   /// segment that a stopped follower will ask for (within the retention cap).
   @Test func theLogKeepsWhatAKnownFollowerStillNeeds() async throws {
-    try await withClusterCertificates { certificates, _ in
-      let directory = try TemporaryDirectory("replication")
-      defer { directory.remove() }
+    try await Self.scenario { certificates, _, directory in
       let primary = try await Self.startPrimary(
-        "n1", directory: directory.path + "/n1", certificates: certificates, quorum: 1)
+        "n1", directory: directory + "/n1", certificates: certificates, quorum: 1)
       var n2 = try await Self.startFollower(
-        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+        "n2", directory: directory + "/n2", certificates: certificates, primary: primary)
       _ = try await primary.engine.createNamespace(
         NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
       _ = try await Self.write(primary.engine, ids: 0..<50, durability: .quorum)
@@ -396,7 +407,7 @@ import Testing
       _ = try await primary.engine.checkpoint()
       #expect(primary.engine.log.oldestRetainedLSN <= needed)
       n2 = try await Self.startFollower(
-        "n2", directory: directory.path + "/n2", certificates: certificates, primary: primary)
+        "n2", directory: directory + "/n2", certificates: certificates, primary: primary)
       try await Self.converged([primary, n2])
       #expect(n2.engine.log.checkpointLSNs.isEmpty, "caught up from the log, not from a checkpoint")
       await n2.stop()

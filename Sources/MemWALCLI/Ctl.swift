@@ -31,22 +31,8 @@ struct CtlStatus: AsyncParsableCommand {
   var json = false
 
   func run() async throws {
-    let text: String
-    do {
-      text = try String(contentsOfFile: config, encoding: .utf8)
-    } catch {
-      warn("error: cannot read configuration \(config): \(error.localizedDescription)")
-      throw ExitCode(2)
-    }
-    let settings: ClusterSettings
-    do {
-      guard let cluster = try NodeConfiguration.parse(yaml: text).cluster else {
-        warn("error: \(config) has no cluster section")
-        throw ExitCode(2)
-      }
-      settings = cluster
-    } catch let error as ConfigurationError {
-      warn("error: \(config): \(error)")
+    guard let settings = try loadConfiguration(config).cluster else {
+      warn("error: \(config) has no cluster section")
       throw ExitCode(2)
     }
     let token = self.token ?? ProcessInfo.processInfo.environment["MEMWAL_TOKEN"]

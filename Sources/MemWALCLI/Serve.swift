@@ -36,19 +36,7 @@ struct Serve: AsyncParsableCommand {
     logger.logLevel = .info
     var node: NodeConfiguration
     if let config {
-      let text: String
-      do {
-        text = try String(contentsOfFile: config, encoding: .utf8)
-      } catch {
-        warn("error: cannot read configuration \(config): \(error.localizedDescription)")
-        throw ExitCode(2)
-      }
-      do {
-        node = try NodeConfiguration.parse(yaml: text)
-      } catch {
-        warn("error: \(config): \(error)")
-        throw ExitCode(2)
-      }
+      node = try loadConfiguration(config)
     } else {
       node = .embeddedDefault
     }
@@ -99,6 +87,24 @@ struct Serve: AsyncParsableCommand {
       )
     }
     emit("memwal: stopped cleanly")
+  }
+}
+
+/// Reads and parses a node's configuration file; an unreadable file or a bad key is reported on
+/// standard error and ends the command with exit status 2.
+func loadConfiguration(_ path: String) throws -> NodeConfiguration {
+  let text: String
+  do {
+    text = try String(contentsOfFile: path, encoding: .utf8)
+  } catch {
+    warn("error: cannot read configuration \(path): \(error.localizedDescription)")
+    throw ExitCode(2)
+  }
+  do {
+    return try NodeConfiguration.parse(yaml: text)
+  } catch {
+    warn("error: \(path): \(error)")
+    throw ExitCode(2)
   }
 }
 

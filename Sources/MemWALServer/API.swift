@@ -26,9 +26,7 @@ public struct API: Sendable {
 
   /// The API of a single node (no replication) over `engine`.
   public init(engine: MemoryEngine, limits: Limits = Limits(), tokens: [TokenGrant]? = nil) {
-    self.init(
-      node: ClusterNode(host: EngineHost(engine), settings: nil, primary: nil, follower: nil), limits: limits,
-      tokens: tokens)
+    self.init(node: ClusterNode(single: engine), limits: limits, tokens: tokens)
   }
 
   /// The API of `node`, a cluster member or a single node.

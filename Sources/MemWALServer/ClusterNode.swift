@@ -24,13 +24,18 @@ public final class ClusterNode: Sendable {
     self.follower = follower
   }
 
+  /// A single node serving `engine`, with no replication.
+  public convenience init(single engine: MemoryEngine) {
+    self.init(host: EngineHost(engine), settings: nil, primary: nil, follower: nil)
+  }
+
   /// Opens the engine and starts the replication its role needs.
   public static func start(configuration: NodeConfiguration, logger: Logger) async throws -> ClusterNode {
     var options = configuration.engine
     guard let cluster = configuration.cluster else {
       let engine = try await MemoryEngine.open(
         directory: configuration.dataDirectory, options: options, logger: logger)
-      return ClusterNode(host: EngineHost(engine), settings: nil, primary: nil, follower: nil)
+      return ClusterNode(single: engine)
     }
     let isPrimary = cluster.node == cluster.initialPrimary
     options.log.clusterID = cluster.clusterID

@@ -29,7 +29,18 @@ public enum NodeServer {
     tokens: [TokenGrant]? = nil, tls: TLSConfiguration?,
     logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
   ) throws -> some ApplicationProtocol {
-    let router = API(engine: engine, limits: limits, tokens: tokens).makeRouter()
+    try makeApplication(
+      node: ClusterNode(single: engine), host: host, port: port, limits: limits, tokens: tokens, tls: tls,
+      logger: logger, onRunning: onRunning)
+  }
+
+  /// The application serving `node` (a cluster member or a single node), HTTPS with `tls`.
+  public static func makeApplication(
+    node: ClusterNode, host: String, port: Int, limits: API.Limits = API.Limits(),
+    tokens: [TokenGrant]? = nil, tls: TLSConfiguration?,
+    logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+  ) throws -> some ApplicationProtocol {
+    let router = API(node: node, limits: limits, tokens: tokens).makeRouter()
     let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "memwal")
     let onServerRunning: @Sendable (any Channel) async -> Void = { channel in
       await onRunning(channel.localAddress?.port ?? port)
@@ -53,22 +64,10 @@ public enum NodeServer {
     logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
   ) async throws {
     do {
-      let router = API(node: node, limits: limits, tokens: tokens).makeRouter()
-      let configuration = ApplicationConfiguration(address: .hostname(host, port: port), serverName: "memwal")
-      let onServerRunning: @Sendable (any Channel) async -> Void = { channel in
-        await onRunning(channel.localAddress?.port ?? port)
-      }
-      if let tls {
-        try await Application(
-          router: router, server: try .tls(.http1(), tlsConfiguration: tls), configuration: configuration,
-          onServerRunning: onServerRunning, logger: logger
-        ).runService(gracefulShutdownSignals: [.sigterm, .sigint])
-      } else {
-        try await Application(
-          router: router, server: .http1(), configuration: configuration, onServerRunning: onServerRunning,
-          logger: logger
-        ).runService(gracefulShutdownSignals: [.sigterm, .sigint])
-      }
+      let application = try makeApplication(
+        node: node, host: host, port: port, limits: limits, tokens: tokens, tls: tls, logger: logger,
+        onRunning: onRunning)
+      try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     } catch {
       await node.stop()
       throw error
@@ -76,22 +75,14 @@ public enum NodeServer {
     await node.stop()
   }
 
-  /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish, and
-  /// closes the engine (its queued writes are flushed first). With `tls`, the API is HTTPS only.
+  /// Serves a single node's `engine` as ``run(node:host:port:limits:tokens:tls:logger:onRunning:)`` does.
   public static func run(
     engine: MemoryEngine, host: String, port: Int, limits: API.Limits = API.Limits(),
     tokens: [TokenGrant]? = nil, tls: TLSConfiguration? = nil,
     logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
   ) async throws {
-    do {
-      let application = try makeApplication(
-        engine: engine, host: host, port: port, limits: limits, tokens: tokens, tls: tls, logger: logger,
-        onRunning: onRunning)
-      try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
-    } catch {
-      await engine.close()
-      throw error
-    }
-    await engine.close()
+    try await run(
+      node: ClusterNode(single: engine), host: host, port: port, limits: limits, tokens: tokens, tls: tls,
+      logger: logger, onRunning: onRunning)
   }
 }

@@ -181,6 +181,13 @@ final class LocalCluster {
     }
     let digests = try cluster.names.map { try cluster.digest($0, at: last) }
     #expect(Set(digests).count == 1, "digests at LSN \(last): \(digests)")
+    // `memwal ctl status` shows every member with its role and the followers streaming.
+    let table = try runMemwal(["ctl", "status", "--config", cluster.configPath("n2")])
+    #expect(table.status == 0, "\(table.stderr)")
+    let rows = table.stdout.split(separator: "\n").map(String.init)
+    #expect(rows.count == 4 && rows[0].hasPrefix("NODE"), "\(table.stdout)")
+    #expect(rows[1].hasPrefix("n1") && rows[1].contains("primary"), "\(table.stdout)")
+    #expect(rows[2...].allSatisfy { $0.contains("follower") && $0.contains("streaming") }, "\(table.stdout)")
     // Every acknowledged memory is readable on the restarted follower.
     let (readCode, readBody) = try http(
       "GET", port: cluster.apiPorts["n3"]!, "/v1/namespaces/agents/memories/m\(total - 1)")

@@ -66,6 +66,7 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     case connection(ConnectionEvent)
     case accepted(ConnectionID, any Channel)
     case flushed(LSN)
+    case checkpointReady(CheckpointDescriptor, StorageFile)
     case tick
   }
 
@@ -280,6 +281,8 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
       actions = machine.connectionClosed(id)
     case .flushed(let lsn):
       actions = machine.logFlushed(through: lsn)
+    case .checkpointReady(let descriptor, let file):
+      offer(descriptor, file)
     case .tick:
       let now = monotonicNanoseconds()
       if now - lastTickNanoseconds > 500_000_000 {
@@ -356,41 +359,55 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
   }
 
   /// Offers the newest checkpoint to the state machine (for followers that need records the log no
-  /// longer holds). The file stays open while it is the one offered, so a transfer can finish even
-  /// after a newer checkpoint replaces it on disk.
+  /// longer holds). Reading the file for its CRC happens on NIO's blocking-I/O pool, never on the
+  /// event task; the result comes back as an event. The file stays open while it is the one offered,
+  /// so a transfer can finish even after a newer checkpoint replaces it on disk.
   private func refreshCheckpoint() {
     guard let newest = engine.log.checkpointLSNs.first, newest > lastCheckpointSeen else { return }
-    do {
-      let path = joinPath(engine.log.layout.checkpointDirectory, LogFileNames.checkpoint(lsn: newest))
-      let file = try engine.log.fileSystem.openFile(path, mode: .readOnly)
-      let size = try file.size()
-      var crc: UInt32 = 0
-      var offset: Int64 = 0
-      while offset < size {
-        let chunk = try file.read(at: offset, count: 4 << 20)
-        guard !chunk.isEmpty else { break }
-        crc = CRC32C.checksum(chunk, extending: crc)
-        offset += Int64(chunk.count)
+    lastCheckpointSeen = newest
+    let log = engine.log
+    let events = self.events
+    let logger = self.logger
+    // The checkpoint's epoch and history are the log's as of its LSN (what `writeCheckpoint` stores).
+    let history = log.epochHistory.filter { $0.firstLSN <= max(newest, LSN(1)) }
+    let epoch = Divergence.epoch(at: newest, in: history)
+    Task {
+      do {
+        let (file, size, crc) = try await NIOThreadPool.singleton.runIfActive {
+          let path = joinPath(log.layout.checkpointDirectory, LogFileNames.checkpoint(lsn: newest))
+          let file = try log.fileSystem.openFile(path, mode: .readOnly)
+          do {
+            let size = try file.size()
+            var crc: UInt32 = 0
+            var offset: Int64 = 0
+            while offset < size {
+              let chunk = try file.read(at: offset, count: 4 << 20)
+              guard !chunk.isEmpty else { break }
+              crc = CRC32C.checksum(chunk, extending: crc)
+              offset += Int64(chunk.count)
+            }
+            return (file, size, crc)
+          } catch {
+            file.close()
+            throw error
+          }
+        }
+        let descriptor = CheckpointDescriptor(
+          lsn: newest, epoch: epoch, totalBytes: UInt64(size), totalCRC: crc, epochHistory: history)
+        events.post(.checkpointReady(descriptor, file))
+      } catch {
+        logger.warning("replication: cannot offer the newest checkpoint", metadata: ["error": "\(error)"])
       }
-      guard
-        case .success(let (checkpoint, _)) = CheckpointFormat.decode(try file.read(at: 0, count: Int(size)))
-      else {
-        file.close()
-        return
-      }
-      lastCheckpointSeen = newest
-      for (lsn, old) in checkpointFiles where lsn < newest {
-        old.close()
-        checkpointFiles[lsn] = nil
-      }
-      checkpointFiles[newest] = file
-      _ = machine.checkpointAvailable(
-        CheckpointDescriptor(
-          lsn: checkpoint.lsn, epoch: checkpoint.epoch, totalBytes: UInt64(size), totalCRC: crc,
-          epochHistory: checkpoint.epochHistory))
-    } catch {
-      logger.warning("replication: cannot offer the newest checkpoint", metadata: ["error": "\(error)"])
     }
+  }
+
+  private func offer(_ descriptor: CheckpointDescriptor, _ file: StorageFile) {
+    for (lsn, old) in checkpointFiles where lsn < descriptor.lsn {
+      old.close()
+      checkpointFiles[lsn] = nil
+    }
+    checkpointFiles[descriptor.lsn] = file
+    _ = machine.checkpointAvailable(descriptor)
   }
 
   private func stepDown(_ reason: String) {

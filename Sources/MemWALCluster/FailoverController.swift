@@ -426,8 +426,12 @@ public struct FailoverController: Sendable {
     let primary = record.primary
     let followerPromises = election.promises.keys.filter { $0 != primary }.sorted()
     let primaryPromised = primary.map { election.promises[$0] != nil } ?? false
-    let isSwitchover: Bool
-    if case .switchingOver = phase { isSwitchover = true } else { isSwitchover = false }
+    var isSwitchover = false
+    if case .switchingOver(let switchover, _) = phase, let drained = switchover.drainedLSN,
+      let promise = election.promises[switchover.target], promise.flushedLSN >= drained
+    {
+      isSwitchover = true
+    }
     // The old primary holds every write it acknowledged; a caught-up switchover target holds
     // everything the drained primary flushed. Otherwise N − k + 1 follower promises are needed.
     let isEnough = isSwitchover || primaryPromised || followerPromises.count >= requiredPromises

@@ -21,19 +21,41 @@ public enum FencingError: Error, Sendable, Equatable, CustomStringConvertible {
   }
 }
 
-/// What the node's shell does after a fencing decision, in order. `persistPromise` must be
-/// durable before the node answers the request that caused it or acts on anything after it.
+/// What a node persists to fence old epochs, and restarts from.
+public struct FencingState: Sendable, Equatable {
+  /// The highest epoch promised to the controller.
+  public var promisedEpoch: Epoch
+  /// `.primary` or `.draining` once the node has been promoted in `epoch` (a drain is durable, so
+  /// a restart cannot take writes behind a switchover's back).
+  public var role: NodeRole
+  /// The epoch the node works in: its own as primary, its primary's as follower.
+  public var epoch: Epoch
+  /// The primary it follows, if any.
+  public var primary: String?
+
+  public init(promisedEpoch: Epoch, role: NodeRole, epoch: Epoch, primary: String?) {
+    self.promisedEpoch = max(promisedEpoch, epoch)
+    self.role = role
+    self.epoch = epoch
+    self.primary = primary
+  }
+}
+
+/// What the node's shell does after a fencing decision, in order. `persist` must be durable
+/// before the node answers the request that caused it or carries out the actions after it.
 public enum FencingAction: Sendable, Equatable {
-  /// Write the promised epoch (and the primary followed, if any) durably.
-  case persistPromise(Epoch, primary: String?)
+  /// Write the state durably (the node restarts from it).
+  case persist(FencingState)
   /// Stop accepting writes now (in-flight ones end as indeterminate) and rejoin as a follower.
   case stepDown(observedEpoch: Epoch)
   /// Record the epoch change in the WAL, then accept writes in `epoch`.
   case becomePrimary(epoch: Epoch)
   /// Replicate from `primary` (close any connection to another one).
   case follow(primary: String, epoch: Epoch)
-  /// Stop taking new writes but keep streaming (switchover), or take them again.
+  /// Switchover: stop taking new writes, flush everything logged (the node's reports' flushed
+  /// LSN is then its last LSN) and keep streaming.
   case stopWrites
+  /// The switchover was abandoned: take writes again.
   case resumeWrites
 }
 
@@ -41,111 +63,102 @@ public enum FencingAction: Sendable, Equatable {
 /// persists it before answering), and its role. A pure value: the shell feeds it the
 /// controller's requests and the epochs it sees on replication frames.
 public struct NodeFencing: Sendable, Equatable {
-  /// The highest epoch promised to the controller.
-  public private(set) var promisedEpoch: Epoch
-  public private(set) var role: NodeRole
-  /// The epoch the node works in: its own as primary, its primary's as follower.
-  public private(set) var epoch: Epoch
-  /// The primary it follows, if any.
-  public private(set) var primary: String?
+  /// The durable part, as last handed to the shell to persist.
+  public private(set) var state: FencingState
 
-  /// - Parameters:
-  ///   - promisedEpoch: the persisted promise.
-  ///   - role: `.primary` when the node was primary before it restarted (its last log epoch is
-  ///     `epoch`); a draining primary restarts as primary.
-  public init(promisedEpoch: Epoch, role: NodeRole, epoch: Epoch, primary: String?) {
-    self.promisedEpoch = max(promisedEpoch, epoch)
-    self.role = role == .draining ? .primary : role
-    self.epoch = epoch
-    self.primary = primary
+  /// - Parameter state: the persisted state (on a first start: promised and epoch zero, follower).
+  public init(state: FencingState) {
+    self.state = state
   }
 
+  public var promisedEpoch: Epoch { state.promisedEpoch }
+  public var role: NodeRole { state.role }
+  public var epoch: Epoch { state.epoch }
+  public var primary: String? { state.primary }
+
   /// Whether the node may accept a write now.
-  public var acceptsWrites: Bool { role == .primary && epoch >= promisedEpoch }
+  public var acceptsWrites: Bool { state.role == .primary && state.epoch >= state.promisedEpoch }
 
   /// The controller asks for a promise of `epoch`: granted only above every earlier promise. A
   /// primary that promises a later epoch stops taking writes: it is fenced.
   public mutating func promise(_ requested: Epoch) throws(FencingError) -> [FencingAction] {
-    guard requested > promisedEpoch else {
-      throw .promiseNotHigher(requested: requested, promised: promisedEpoch)
+    guard requested > state.promisedEpoch else {
+      throw .promiseNotHigher(requested: requested, promised: state.promisedEpoch)
     }
-    promisedEpoch = requested
-    var actions: [FencingAction] = [.persistPromise(requested, primary: primary)]
-    if role != .follower {
-      role = .follower
-      actions.append(.stepDown(observedEpoch: requested))
-    }
-    return actions
+    state.promisedEpoch = requested
+    let wasPrimary = state.role != .follower
+    state.role = .follower
+    return [.persist(state)] + (wasPrimary ? [.stepDown(observedEpoch: requested)] : [])
   }
 
   /// The controller tells this node to become primary in `requested`.
   public mutating func promote(to requested: Epoch) throws(FencingError) -> [FencingAction] {
-    guard requested >= promisedEpoch else { throw .staleEpoch(requested: requested, promised: promisedEpoch) }
-    if role != .follower && requested == epoch { return role == .draining ? resumeWrites() : [] }
-    guard requested > epoch else { throw .notNewer(requested: requested, current: epoch) }
-    promisedEpoch = requested
-    role = .primary
-    epoch = requested
-    primary = nil
-    return [.persistPromise(requested, primary: nil), .becomePrimary(epoch: requested)]
+    guard requested >= state.promisedEpoch else {
+      throw .staleEpoch(requested: requested, promised: state.promisedEpoch)
+    }
+    if state.role != .follower && requested == state.epoch {
+      return state.role == .draining ? resumeWrites() : []
+    }
+    guard requested > state.epoch else { throw .notNewer(requested: requested, current: state.epoch) }
+    state = FencingState(promisedEpoch: requested, role: .primary, epoch: requested, primary: nil)
+    return [.persist(state), .becomePrimary(epoch: requested)]
   }
 
   /// The controller tells this node to replicate from `newPrimary`, primary in `requested`.
   public mutating func follow(_ newPrimary: String, epoch requested: Epoch) throws(FencingError)
     -> [FencingAction]
   {
-    guard requested >= promisedEpoch else { throw .staleEpoch(requested: requested, promised: promisedEpoch) }
-    var actions: [FencingAction] = []
-    if role != .follower {
-      guard requested > epoch else { throw .notNewer(requested: requested, current: epoch) }
-      actions.append(.stepDown(observedEpoch: requested))
-      role = .follower
+    guard requested >= state.promisedEpoch else {
+      throw .staleEpoch(requested: requested, promised: state.promisedEpoch)
     }
-    if requested != promisedEpoch || newPrimary != primary {
-      actions.insert(.persistPromise(requested, primary: newPrimary), at: 0)
+    let wasPrimary = state.role != .follower
+    if wasPrimary {
+      guard requested > state.epoch else { throw .notNewer(requested: requested, current: state.epoch) }
     }
-    promisedEpoch = requested
-    epoch = requested
-    primary = newPrimary
+    let next = FencingState(promisedEpoch: requested, role: .follower, epoch: requested, primary: newPrimary)
+    var actions: [FencingAction] = next == state ? [] : [.persist(next)]
+    state = next
+    if wasPrimary { actions.append(.stepDown(observedEpoch: requested)) }
     actions.append(.follow(primary: newPrimary, epoch: requested))
     return actions
   }
 
   /// A replication frame (or handshake) from a primary in `frameEpoch`: refused below the promise.
   public func checkFrame(epoch frameEpoch: Epoch) throws(FencingError) {
-    guard frameEpoch >= promisedEpoch else {
-      throw .staleEpoch(requested: frameEpoch, promised: promisedEpoch)
+    guard frameEpoch >= state.promisedEpoch else {
+      throw .staleEpoch(requested: frameEpoch, promised: state.promisedEpoch)
     }
   }
 
   /// The node learned of `observed` (a follower's promise in a hello, a peer's heartbeat): a
   /// primary of an older epoch steps down.
   public mutating func observe(epoch observed: Epoch) -> [FencingAction] {
-    guard observed > epoch, role != .follower else { return [] }
-    role = .follower
-    primary = nil
-    return [.stepDown(observedEpoch: observed)]
+    guard observed > state.epoch, state.role != .follower else { return [] }
+    state.role = .follower
+    state.primary = nil
+    return [.persist(state), .stepDown(observedEpoch: observed)]
   }
 
   /// The controller asks the primary of `requested` to stop taking writes (switchover).
   public mutating func drain(epoch requested: Epoch) throws(FencingError) -> [FencingAction] {
-    guard role == .primary, requested == epoch else {
-      throw .staleEpoch(requested: requested, promised: epoch)
+    guard state.role != .follower, requested == state.epoch else {
+      throw .staleEpoch(requested: requested, promised: state.epoch)
     }
-    role = .draining
-    return [.stopWrites]
+    guard state.role == .primary else { return [] }
+    state.role = .draining
+    return [.persist(state), .stopWrites]
   }
 
   /// The controller abandons a switchover: a draining primary of `requested` takes writes again.
   public mutating func resume(epoch requested: Epoch) throws(FencingError) -> [FencingAction] {
-    guard role == .draining, requested == epoch, epoch >= promisedEpoch else {
-      throw .staleEpoch(requested: requested, promised: promisedEpoch)
+    guard state.role == .draining, requested == state.epoch, state.epoch >= state.promisedEpoch else {
+      throw .staleEpoch(requested: requested, promised: state.promisedEpoch)
     }
     return resumeWrites()
   }
 
   private mutating func resumeWrites() -> [FencingAction] {
-    role = .primary
-    return [.resumeWrites]
+    state.role = .primary
+    return [.persist(state), .resumeWrites]
   }
 }

@@ -12,6 +12,8 @@ struct ControllerSimulationOptions {
   /// The bound on reaching a primary, progress and convergence once faults stop.
   var quietSteps = 1000
   var switchovers = true
+  /// Deliberate bug: promises report their position inverted, so the least advanced is promoted.
+  var promoteLeastAdvanced = false
 }
 
 /// A seeded, single-threaded simulation of a whole cluster — N nodes running `NodeFencing` and
@@ -79,7 +81,9 @@ final class ControllerSimulation {
   var failure: String?
   var faultsOn = true
   var steps = 0
-  var stats = (promotions: 0, failovers: 0, truncations: 0, crashes: 0, controllerCrashes: 0, switchovers: 0)
+  var stats = (
+    promotions: 0, promoteRequests: 0, truncations: 0, crashes: 0, controllerCrashes: 0, switchovers: 0
+  )
 
   init(seed: UInt64, options: ControllerSimulationOptions) {
     self.seed = seed
@@ -97,7 +101,8 @@ final class ControllerSimulation {
     controllerConfiguration = configuration
     // Epoch 1 with n1 as primary, as a first election would leave it.
     persisted = ControllerRecord(
-      epoch: Epoch(1), primary: "n1", members: configuration.members, quorumFollowers: configuration.quorumFollowers)
+      epoch: Epoch(1), primary: "n1", members: configuration.members,
+      quorumFollowers: configuration.quorumFollowers)
     controller = FailoverController(configuration: configuration, record: persisted, now: now)
     for name in names {
       let isPrimary = name == "n1"
@@ -134,7 +139,8 @@ final class ControllerSimulation {
       if progressed && hasConverged { break }
     }
     if !progressed {
-      return report("no write was acknowledged within \(options.quietSteps * 10) ms after faults stopped: \(state)")
+      return report(
+        "no write was acknowledged within \(options.quietSteps * 10) ms after faults stopped: \(state)")
     }
     checkConvergence()
     return failure.map(report)
@@ -171,7 +177,7 @@ final class ControllerSimulation {
     }
     for index in nodes.indices where nodes[index].isUp { replicate(index) }
     acknowledge()
-    if steps % 20 == 0 { checkSharedEpochs() }
+    if steps % 50 == 0 { checkSharedEpochs() }
     steps += 1
     if controllerUp { perform(controller.tick(now: now)) }
     if faultsOn && options.switchovers && controllerUp && chance(0.002) { operatorSwitchover() }
@@ -321,7 +327,8 @@ final class ControllerSimulation {
     let keep = Int(shared.rawValue)
     // G4: within shared epochs the logs agree record for record.
     if follower[..<keep] != source[..<keep] {
-      failure = "\(nodes[index].name)'s log differs from primary \(nodes[primary].name)'s below LSN \(keep): \(state)"
+      failure =
+        "\(nodes[index].name)'s log differs from primary \(nodes[primary].name)'s below LSN \(keep): \(state)"
       return
     }
     if keep < follower.count {
@@ -416,7 +423,7 @@ final class ControllerSimulation {
         break
       case .heartbeat(let node), .requestPromise(let node, _), .promote(let node, _), .follow(let node, _, _),
         .drain(let node, _), .resume(let node, _), .setQuorum(let node, _, _):
-        if case .promote = action { stats.failovers += 1 }
+        if case .promote = action { stats.promoteRequests += 1 }
         send(.toNode(node, action), from: Self.controllerName, to: node)
       }
     }
@@ -468,10 +475,12 @@ final class ControllerSimulation {
     case .toNode: break
     case .report(let name, let report): perform(controller.report(from: name, report, now: now))
     case .promise(let name, let epoch, let flushed, let lastEpoch):
-      perform(controller.promise(from: name, epoch: epoch, flushedLSN: flushed, lastLogEpoch: lastEpoch, now: now))
+      perform(
+        controller.promise(from: name, epoch: epoch, flushedLSN: flushed, lastLogEpoch: lastEpoch, now: now))
     case .refused(let name, let epoch, let highest):
       perform(controller.promiseRefused(from: name, epoch: epoch, highestPromised: highest, now: now))
-    case .promoted(let name, let epoch, let lsn): perform(controller.promoted(name, epoch: epoch, lsn: lsn, now: now))
+    case .promoted(let name, let epoch, let lsn):
+      perform(controller.promoted(name, epoch: epoch, lsn: lsn, now: now))
     case .unreachable(let name): perform(controller.unreachable(name, now: now))
     }
   }
@@ -489,15 +498,20 @@ final class ControllerSimulation {
       let report = NodeReport(
         role: node.fencing.role, epoch: node.fencing.epoch, promisedEpoch: node.fencing.promisedEpoch,
         flushedLSN: LSN(UInt64(flushed.count)), appliedLSN: LSN(UInt64(flushed.count)),
-        lastEpochInLog: flushed.last?.epoch ?? .zero, primary: node.fencing.primary, seesPrimary: node.seesPrimary)
+        lastEpochInLog: flushed.last?.epoch ?? .zero, primary: node.fencing.primary,
+        seesPrimary: node.seesPrimary)
       reply(.report(name, report), from: index)
     case .requestPromise(_, let epoch):
       do {
         apply(try nodes[index].fencing.promise(epoch), at: index)
         let flushed = nodes[index].log[..<nodes[index].flushedCount]
-        reply(
-          .promise(name, epoch: epoch, flushed: LSN(UInt64(flushed.count)), lastEpoch: flushed.last?.epoch ?? .zero),
-          from: index)
+        var lsn = LSN(UInt64(flushed.count))
+        var lastEpoch = flushed.last?.epoch ?? .zero
+        if options.promoteLeastAdvanced {
+          lsn = LSN(1_000_000 - lsn.rawValue)
+          lastEpoch = Epoch(1_000_000 - lastEpoch.rawValue)
+        }
+        reply(.promise(name, epoch: epoch, flushed: lsn, lastEpoch: lastEpoch), from: index)
       } catch {
         reply(.refused(name, epoch: epoch, highest: nodes[index].fencing.promisedEpoch), from: index)
       }
@@ -525,13 +539,16 @@ final class ControllerSimulation {
     guard primary.fencing.acceptsWrites, primary.fencing.epoch == controller.record.epoch,
       primary.flushedCount == primary.log.count
     else { return false }
-    return nodes.allSatisfy { $0.log == primary.log && $0.flushedCount == $0.log.count }
+    return nodes.allSatisfy {
+      $0.log.count == primary.log.count && $0.flushedCount == $0.log.count && $0.log.last == primary.log.last
+    } && nodes.allSatisfy { $0.log == primary.log }
   }
 
   func checkConvergence() {
     guard failure == nil else { return }
     guard hasConverged else {
-      failure = "the cluster did not converge within \(options.quietSteps * 10) ms after faults stopped: \(state)"
+      failure =
+        "the cluster did not converge within \(options.quietSteps * 10) ms after faults stopped: \(state)"
       return
     }
     let log = nodes[position(of: controller.record.primary!)].log

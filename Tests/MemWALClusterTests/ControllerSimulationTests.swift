@@ -43,24 +43,39 @@ import Testing
     }
   }
 
-  /// The simulation exercises what it claims to: failovers, truncations, crashes of nodes and of
+  /// The simulation exercises what it claims to: promoteRequests, truncations, crashes of nodes and of
   /// the controller, switchovers.
   @Test func coversTheFaults() {
-    var totals = (promotions: 0, truncations: 0, crashes: 0, controllerCrashes: 0, switchovers: 0)
+    var totals = (
+      promoteRequests: 0, promotions: 0, truncations: 0, crashes: 0, controllerCrashes: 0, switchovers: 0
+    )
     for seed in 0..<UInt64(100) {
       let simulation = ControllerSimulation(seed: seed, options: Self.options(for: seed))
       _ = simulation.run()
+      totals.promoteRequests += simulation.stats.promoteRequests
       totals.promotions += simulation.stats.promotions
       totals.truncations += simulation.stats.truncations
       totals.crashes += simulation.stats.crashes
       totals.controllerCrashes += simulation.stats.controllerCrashes
       totals.switchovers += simulation.stats.switchovers
     }
+    print("controller simulation, seeds 0..<100: \(totals)")
     #expect(totals.promotions > 100, "promotions: \(totals.promotions)")
     #expect(totals.truncations > 10, "truncations: \(totals.truncations)")
     #expect(totals.crashes > 50, "crashes: \(totals.crashes)")
     #expect(totals.controllerCrashes > 20, "controller crashes: \(totals.controllerCrashes)")
     #expect(totals.switchovers > 10, "switchovers: \(totals.switchovers)")
+  }
+
+  /// The checkers can fail: promoting the least advanced promiser is caught.
+  @Test func catchesPromotingTheLeastAdvanced() {
+    let caught = (0..<UInt64(300)).contains { seed in
+      var options = Self.options(for: seed)
+      options.promoteLeastAdvanced = true
+      let failure = ControllerSimulation(seed: seed, options: options).run() ?? ""
+      return failure.contains("without the quorum-acknowledged write")
+    }
+    #expect(caught)
   }
 
   /// The checkers can fail: a controller that counts promises against a larger k than the
@@ -71,7 +86,7 @@ import Testing
       options.k = 1
       options.controllerK = options.nodes - 1
       let failure = ControllerSimulation(seed: seed, options: options).run() ?? ""
-      return failure.contains("quorum-acknowledged") || failure.contains("acknowledged write")
+      return failure.contains("without the quorum-acknowledged write")
     }
     #expect(caught)
   }

@@ -98,7 +98,9 @@ public enum ControllerAction: Sendable, Equatable {
   case promote(node: String, epoch: Epoch)
   /// Tell the node to replicate from `primary`, which is primary in `epoch`.
   case follow(node: String, primary: String, epoch: Epoch)
-  /// Tell the primary to stop taking writes (for a switchover); it keeps streaming its log.
+  /// Tell the primary to stop taking writes (for a switchover): it persists that it drains (see
+  /// `NodeFencing.drain(epoch:)`), flushes everything logged, then reports `.draining` with its
+  /// last LSN as flushed LSN, and keeps streaming its log.
   case drain(node: String, epoch: Epoch)
   /// Tell a draining primary to take writes again (an abandoned switchover).
   case resume(node: String, epoch: Epoch)

@@ -40,7 +40,7 @@ public struct ControllerRecord: Sendable, Equatable {
 }
 
 /// What a node does, as it reports it.
-public enum NodeRole: String, Sendable, Equatable {
+public enum FencedRole: String, Sendable, Equatable {
   /// Accepts writes in its epoch.
   case primary
   /// A primary told to stop taking writes for a switchover; it still streams its log.
@@ -50,7 +50,7 @@ public enum NodeRole: String, Sendable, Equatable {
 
 /// What a node tells the controller in answer to a heartbeat.
 public struct NodeReport: Sendable, Equatable {
-  public var role: NodeRole
+  public var role: FencedRole
   /// The epoch the node works in: its own as primary, its primary's as follower.
   public var epoch: Epoch
   /// The highest epoch it has promised (durably) to the controller.
@@ -65,7 +65,7 @@ public struct NodeReport: Sendable, Equatable {
   public var seesPrimary: Bool
 
   public init(
-    role: NodeRole, epoch: Epoch, promisedEpoch: Epoch, flushedLSN: LSN, appliedLSN: LSN,
+    role: FencedRole, epoch: Epoch, promisedEpoch: Epoch, flushedLSN: LSN, appliedLSN: LSN,
     lastEpochInLog: Epoch, primary: String?, seesPrimary: Bool
   ) {
     self.role = role

@@ -27,13 +27,13 @@ public struct FencingState: Sendable, Equatable {
   public var promisedEpoch: Epoch
   /// `.primary` or `.draining` once the node has been promoted in `epoch` (a drain is durable, so
   /// a restart cannot take writes behind a switchover's back).
-  public var role: NodeRole
+  public var role: FencedRole
   /// The epoch the node works in: its own as primary, its primary's as follower.
   public var epoch: Epoch
   /// The primary it follows, if any.
   public var primary: String?
 
-  public init(promisedEpoch: Epoch, role: NodeRole, epoch: Epoch, primary: String?) {
+  public init(promisedEpoch: Epoch, role: FencedRole, epoch: Epoch, primary: String?) {
     self.promisedEpoch = max(promisedEpoch, epoch)
     self.role = role
     self.epoch = epoch
@@ -72,7 +72,7 @@ public struct NodeFencing: Sendable, Equatable {
   }
 
   public var promisedEpoch: Epoch { state.promisedEpoch }
-  public var role: NodeRole { state.role }
+  public var role: FencedRole { state.role }
   public var epoch: Epoch { state.epoch }
   public var primary: String? { state.primary }
 

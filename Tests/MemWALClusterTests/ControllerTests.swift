@@ -18,7 +18,7 @@ import Testing
     return (controller, 0)
   }
 
-  static func report(_ role: NodeRole, flushed: UInt64 = 10, sees: Bool = true, promised: UInt64 = 3)
+  static func report(_ role: FencedRole, flushed: UInt64 = 10, sees: Bool = true, promised: UInt64 = 3)
     -> NodeReport
   {
     NodeReport(

@@ -68,7 +68,7 @@ public struct API: Sendable {
 
   /// Every route, as `METHOD path` (the OpenAPI test checks each is documented).
   public static let routes: [String] = [
-    "GET /healthz", "GET /metrics", "GET /v1/status", "GET /v1/digest",
+    "GET /healthz", "GET /metrics", "GET /v1/status", "GET /v1/cluster", "GET /v1/digest",
     "POST /v1/namespaces", "GET /v1/namespaces", "DELETE /v1/namespaces/{ns}",
     "POST /v1/namespaces/{ns}/memories", "GET /v1/namespaces/{ns}/memories/{id}",
     "DELETE /v1/namespaces/{ns}/memories/{id}",
@@ -93,6 +93,12 @@ public struct API: Sendable {
       await respond {
         try authorize(request, .read, namespace: "")
         return status()
+      }
+    }
+    router.get("/v1/cluster") { request, _ in
+      await respond {
+        try authorize(request, .read, namespace: "")
+        return node.topology()
       }
     }
     router.get("/v1/digest") { request, _ in

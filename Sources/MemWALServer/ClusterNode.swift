@@ -89,6 +89,36 @@ public final class ClusterNode: Sendable {
 
   // MARK: status
 
+  /// `GET /v1/cluster`: the topology as this node knows it — the members and their addresses, the
+  /// primary it follows (or itself) and its epoch. A single node reports itself as the only member.
+  func topology() -> JSONValue {
+    let engine = host.engine
+    let epoch = JSONValue.number(Double(engine.log.currentEpoch.rawValue))
+    guard let settings else {
+      return .object([
+        "cluster": .null, "epoch": epoch, "node": .null, "role": .string(engine.role.rawValue),
+        "primary": .null, "members": .array([]),
+      ])
+    }
+    let primaryName =
+      engine.role == .primary ? settings.node : (follower?.status.primary ?? settings.initialPrimary)
+    return .object([
+      "cluster": .string(settings.name), "epoch": epoch, "node": .string(settings.node),
+      "role": .string(engine.role.rawValue),
+      "primary": .object([
+        "name": .string(primaryName), "api": settings.members[primaryName].map { .string($0.api) } ?? .null,
+      ]),
+      "quorum": .number(Double(settings.quorum)),
+      "members": .array(
+        settings.members.keys.sorted().map { name in
+          .object([
+            "name": .string(name), "api": .string(settings.members[name]!.api),
+            "replication": .string(settings.members[name]!.replication),
+          ])
+        }),
+    ])
+  }
+
   /// The `replication` part of `/v1/status`.
   func replicationStatus() -> JSONValue {
     guard let settings else { return .null }

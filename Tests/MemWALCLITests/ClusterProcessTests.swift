@@ -181,6 +181,12 @@ final class LocalCluster {
     }
     let digests = try cluster.names.map { try cluster.digest($0, at: last) }
     #expect(Set(digests).count == 1, "digests at LSN \(last): \(digests)")
+    // Any member names the primary and the membership (`GET /v1/cluster`).
+    let (topologyCode, topology) = try http("GET", port: cluster.apiPorts["n3"]!, "/v1/cluster")
+    #expect(topologyCode == 200, "\(topology)")
+    #expect(
+      topology.contains(#""primary":{"api":"http://127.0.0.1:\#(cluster.apiPorts["n1"]!)","name":"n1"}"#)
+        && topology.contains(#""role":"follower""#), "\(topology)")
     // `memwal ctl status` shows every member with its role and the followers streaming.
     let table = try runMemwal(["ctl", "status", "--config", cluster.configPath("n2")])
     #expect(table.status == 0, "\(table.stderr)")

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# A local cluster from cluster-configs/local-3 (or $MEMWAL_CLUSTER_CONFIGS) as background processes.
+#
+#   scripts/cluster.sh up              build if needed, make certificates on first run, start every
+#                                      node, return once the primary has its quorum of followers
+#                                      streaming (it then takes quorum writes); prints
+#                                      `node NAME API_URL ROLE` per node
+#   scripts/cluster.sh down            SIGTERM every node (SIGKILL after 20 s)
+#   scripts/cluster.sh status          `node NAME API_URL ROLE` (or `down`) per node
+#   scripts/cluster.sh kill NODE       SIGKILL one node
+#   scripts/cluster.sh restart NODE    stop (if running) and start one node
+#
+# Logs and pid files go to .memwal-cluster/ (or $MEMWAL_RUN_DIR); node data goes where each
+# configuration's data_dir says (.memwal-cluster/nK for local-3). Run from anywhere: paths are
+# taken from the repository root. The failover controller is issue 6's; until it lands, the
+# configuration's initial_primary stays the primary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+configs="${MEMWAL_CLUSTER_CONFIGS:-cluster-configs/local-3}"
+run_dir="${MEMWAL_RUN_DIR:-.memwal-cluster}"
+binary="${MEMWAL_BINARY:-.build/release/memwal}"
+mkdir -p "$run_dir"
+
+nodes() { for file in "$configs"/*.yaml; do basename "$file" .yaml; done; }
+
+# The API URL a configuration listens on (its `listen:` line).
+api_url() { echo "http://$(sed -n 's/^listen: *//p' "$configs/$1.yaml" | tr -d '"')"; }
+
+pid_of() {
+  local file="$run_dir/$1.pid"
+  [ -f "$file" ] || return 1
+  local pid
+  pid="$(cat "$file")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+role_of() {
+  curl -sf --max-time 2 "$(api_url "$1")/v1/status" | sed -n 's/.*"role":"\([a-z]*\)".*/\1/p'
+}
+
+ensure_built() {
+  if [ ! -x "$binary" ]; then
+    echo "building $binary (swift build -c release)..." >&2
+    swift build -c release >&2
+  fi
+}
+
+ensure_certificates() {
+  local certs
+  certs="$(sed -n 's/^ *certificates: *//p' "$configs/$(nodes | head -1).yaml" | tr -d '"')"
+  if [ ! -f "$certs/ca.pem" ]; then
+    "$binary" certs init --out "$certs" --nodes "$(nodes | paste -sd, -)" --controller >&2
+  fi
+}
+
+start_node() {
+  local name="$1"
+  if pid_of "$name" >/dev/null; then return 0; fi
+  nohup "$binary" serve --config "$configs/$name.yaml" >>"$run_dir/$name.log" 2>&1 &
+  echo $! >"$run_dir/$name.pid"
+}
+
+stop_node() {
+  local name="$1" signal="${2:-TERM}" pid
+  pid="$(pid_of "$name")" || { rm -f "$run_dir/$name.pid"; return 0; }
+  kill "-$signal" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$run_dir/$name.pid"
+}
+
+print_status() {
+  local name role
+  for name in $(nodes); do
+    if pid_of "$name" >/dev/null && role="$(role_of "$name")" && [ -n "$role" ]; then
+      echo "node $name $(api_url "$name") $role"
+    else
+      echo "node $name $(api_url "$name") down"
+    fi
+  done
+}
+
+# Waits (at most 60 s) until some node is primary with at least its quorum (k) of followers
+# streaming: from then on it acknowledges `quorum` writes.
+wait_for_writes() {
+  local deadline=$((SECONDS + 60)) name status quorum streaming
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    for name in $(nodes); do
+      status="$(curl -sf --max-time 2 "$(api_url "$name")/v1/status" || true)"
+      case "$status" in *'"role":"primary"'*) ;; *) continue ;; esac
+      quorum="$(sed -n 's/^ *quorum: *//p' "$configs/$name.yaml")"
+      streaming="$(grep -o '"state":"streaming"' <<<"$status" | wc -l)"
+      if [ "$streaming" -ge "${quorum:-1}" ]; then return 0; fi
+    done
+    sleep 0.2
+  done
+  echo "no primary with its quorum of followers within 60 s; logs in $run_dir/" >&2
+  return 1
+}
+
+case "${1:-}" in
+  up)
+    ensure_built
+    ensure_certificates
+    for name in $(nodes); do start_node "$name"; done
+    wait_for_writes
+    print_status
+    ;;
+  down)
+    for name in $(nodes); do stop_node "$name"; done
+    ;;
+  status)
+    print_status
+    ;;
+  kill)
+    [ -n "${2:-}" ] || { echo "usage: $0 kill NODE" >&2; exit 2; }
+    stop_node "$2" KILL
+    ;;
+  restart)
+    [ -n "${2:-}" ] || { echo "usage: $0 restart NODE" >&2; exit 2; }
+    ensure_built
+    stop_node "$2"
+    start_node "$2"
+    ;;
+  *)
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

@@ -92,7 +92,7 @@ import Testing
     }
   }
 
-  @Test(.disabled(if: OpenSSL.isSkipped, "MEMWAL_SKIP_OPENSSL_TESTS=1"))
+  @Test
   func aTLS11ClientIsRefusedAndTLS12IsAccepted() async throws {
     try await withClusterCertificates { cluster, _ in
       try await withTLSNode(cluster: cluster) { port in

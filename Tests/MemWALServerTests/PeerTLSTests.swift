@@ -52,7 +52,7 @@ import Testing
     return try await OpenSSL.run(arguments)
   }
 
-  @Test(.disabled(if: OpenSSL.isSkipped, "MEMWAL_SKIP_OPENSSL_TESTS=1"))
+  @Test
   func opensslWithAValidMemberCertificateIsAccepted() async throws {
     try await withListener { listener, cluster, _, log in
       let run = try await sClient(port: listener.port, cluster: cluster, certificate: (cluster, "n2"))
@@ -64,7 +64,7 @@ import Testing
     }
   }
 
-  @Test(.disabled(if: OpenSSL.isSkipped, "MEMWAL_SKIP_OPENSSL_TESTS=1"))
+  @Test
   func opensslWithoutAClientCertificateIsRefused() async throws {
     try await withListener { listener, cluster, _, log in
       let run = try await sClient(port: listener.port, cluster: cluster, certificate: nil)
@@ -75,7 +75,7 @@ import Testing
     }
   }
 
-  @Test(.disabled(if: OpenSSL.isSkipped, "MEMWAL_SKIP_OPENSSL_TESTS=1"))
+  @Test
   func opensslWithACertificateFromAnotherCAIsRefused() async throws {
     try await withListener { listener, cluster, foreign, log in
       let run = try await sClient(port: listener.port, cluster: cluster, certificate: (foreign, "n2"))
@@ -86,7 +86,7 @@ import Testing
     }
   }
 
-  @Test(.disabled(if: OpenSSL.isSkipped, "MEMWAL_SKIP_OPENSSL_TESTS=1"))
+  @Test
   func opensslWithANodeNameOutsideTheMembershipIsRefused() async throws {
     try await withListener { listener, cluster, _, log in
       let run = try await sClient(port: listener.port, cluster: cluster, certificate: (cluster, "stranger"))

@@ -350,7 +350,7 @@ import Testing
   /// The replication port itself, probed with Debian's `openssl s_client`: refused without a client
   /// certificate, with a certificate from another CA, and with a node name outside the membership
   /// (each refusal logged with the peer and the reason); accepted with a member's certificate.
-  @Test(.disabled(if: OpenSSL.isSkipped, "MEMWAL_SKIP_OPENSSL_TESTS=1"))
+  @Test
   func theReplicationPortAcceptsOnlyMembersOfTheClusterCA() async throws {
     try await Self.scenario { certificates, foreign, directory in
       let log = LogRecorder()

@@ -11,14 +11,6 @@ import Testing
 /// The seeded whole-cluster failover simulation (see `ControllerSimulation`).
 /// `MEMWAL_CONTROLLER_SEED=N` runs only seed N.
 @Suite struct ControllerSimulationTests {
-  static let seedsPerBatch: UInt64 = 100
-  static let batches: [UInt64] = Array(0..<20)
-
-  static var replaySeed: UInt64? {
-    guard let text = getenv("MEMWAL_CONTROLLER_SEED") else { return nil }
-    return UInt64(String(cString: text))
-  }
-
   /// 3 or 5 nodes, k from 1 to N − 1 followers.
   static func options(for seed: UInt64) -> ControllerSimulationOptions {
     var options = ControllerSimulationOptions()
@@ -29,17 +21,9 @@ import Testing
 
   /// 2,000 seeds in 20 batches (run in parallel): no acknowledged write lost, one writer per
   /// epoch, logs agree within shared epochs, and the cluster recovers once faults stop.
-  @Test(arguments: batches) func seeds(batch: UInt64) {
-    let seeds: [UInt64]
-    if let replay = Self.replaySeed {
-      guard batch == 0 else { return }
-      seeds = [replay]
-    } else {
-      seeds = Array(batch * Self.seedsPerBatch..<(batch + 1) * Self.seedsPerBatch)
-    }
-    for seed in seeds {
-      let simulation = ControllerSimulation(seed: seed, options: Self.options(for: seed))
-      if let failure = simulation.run() { Issue.record(Comment(rawValue: failure)) }
+  @Test(arguments: SeedBatches.batches) func seeds(batch: UInt64) {
+    SeedBatches.run(batch: batch, replayVariable: "MEMWAL_CONTROLLER_SEED") { seed in
+      ControllerSimulation(seed: seed, options: Self.options(for: seed)).run()
     }
   }
 

@@ -10,14 +10,6 @@ import Testing
 
 /// The seeded cluster simulation (see `Simulation`). `MEMWAL_SIM_SEED=N` runs only seed N.
 @Suite struct SimulationTests {
-  static let seedsPerBatch: UInt64 = 100
-  static let batches: [UInt64] = Array(0..<20)
-
-  static var replaySeed: UInt64? {
-    guard let text = getenv("MEMWAL_SIM_SEED") else { return nil }
-    return UInt64(String(cString: text))
-  }
-
   static func options(for seed: UInt64) -> SimulationOptions {
     var options = SimulationOptions()
     options.followers = 2 + Int(seed % 3)
@@ -26,17 +18,9 @@ import Testing
   }
 
   /// 2,000 seeds in 20 batches (run in parallel): every invariant holds and every follower converges.
-  @Test(arguments: batches) func seeds(batch: UInt64) {
-    let seeds: [UInt64]
-    if let replay = Self.replaySeed {
-      guard batch == 0 else { return }
-      seeds = [replay]
-    } else {
-      seeds = Array(batch * Self.seedsPerBatch..<(batch + 1) * Self.seedsPerBatch)
-    }
-    for seed in seeds {
-      let simulation = Simulation(seed: seed, options: Self.options(for: seed))
-      if let failure = simulation.run() { Issue.record(Comment(rawValue: failure)) }
+  @Test(arguments: SeedBatches.batches) func seeds(batch: UInt64) {
+    SeedBatches.run(batch: batch, replayVariable: "MEMWAL_SIM_SEED") { seed in
+      Simulation(seed: seed, options: Self.options(for: seed)).run()
     }
   }
 

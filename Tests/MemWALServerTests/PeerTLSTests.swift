@@ -39,17 +39,25 @@ import Testing
   func sClient(port: Int, cluster: String, certificate: (directory: String, name: String)?) async throws
     -> OpenSSL.Run
   {
-    var arguments = [
-      "s_client", "-connect", "127.0.0.1:\(port)", "-tls1_3", "-CAfile", cluster + "/ca.pem",
-      "-servername", "n1", "-verify_hostname", "n1", "-verify_return_error", "-ign_eof",
-    ]
-    if let certificate {
-      arguments += [
-        "-cert", "\(certificate.directory)/\(certificate.name).pem",
-        "-key", "\(certificate.directory)/\(certificate.name)-key.pem",
-      ]
+    try await OpenSSL.sClient(
+      port: port, authority: cluster + "/ca.pem", serverName: "n1", certificate: certificate)
+  }
+
+  /// openssl as `certificate` (picked from the cluster's and the foreign CA's folders) gets no
+  /// greeting, its connection ends before the deadline, and n1 logs a refusal giving `reason` and
+  /// the peer's address.
+  func expectRefused(
+    as certificate: (_ cluster: String, _ foreign: String) -> (directory: String, name: String)?,
+    reason: String
+  ) async throws {
+    try await withListener { listener, cluster, foreign, log in
+      let run = try await sClient(
+        port: listener.port, cluster: cluster, certificate: certificate(cluster, foreign))
+      #expect(!run.standardOutput.contains("hello"), "\(run.all)")
+      #expect(!run.timedOut, "\(run.all)")
+      let refusal = await log.refusal(containing: reason)
+      #expect(refusal?.metadata["peer"]?.contains("127.0.0.1") == true, "\(log.all)")
     }
-    return try await OpenSSL.run(arguments)
   }
 
   @Test
@@ -64,37 +72,16 @@ import Testing
     }
   }
 
-  @Test
-  func opensslWithoutAClientCertificateIsRefused() async throws {
-    try await withListener { listener, cluster, _, log in
-      let run = try await sClient(port: listener.port, cluster: cluster, certificate: nil)
-      #expect(!run.standardOutput.contains("hello"), "\(run.all)")
-      #expect(!run.timedOut, "\(run.all)")
-      let refusal = await log.refusal(containing: "no client certificate")
-      #expect(refusal?.metadata["peer"]?.contains("127.0.0.1") == true, "\(log.all)")
-    }
+  @Test func opensslWithoutAClientCertificateIsRefused() async throws {
+    try await expectRefused(as: { _, _ in nil }, reason: "no client certificate")
   }
 
-  @Test
-  func opensslWithACertificateFromAnotherCAIsRefused() async throws {
-    try await withListener { listener, cluster, foreign, log in
-      let run = try await sClient(port: listener.port, cluster: cluster, certificate: (foreign, "n2"))
-      #expect(!run.standardOutput.contains("hello"), "\(run.all)")
-      #expect(!run.timedOut, "\(run.all)")
-      let refusal = await log.refusal(containing: "not issued by the cluster CA")
-      #expect(refusal?.metadata["peer"]?.contains("127.0.0.1") == true, "\(log.all)")
-    }
+  @Test func opensslWithACertificateFromAnotherCAIsRefused() async throws {
+    try await expectRefused(as: { _, foreign in (foreign, "n2") }, reason: "not issued by the cluster CA")
   }
 
-  @Test
-  func opensslWithANodeNameOutsideTheMembershipIsRefused() async throws {
-    try await withListener { listener, cluster, _, log in
-      let run = try await sClient(port: listener.port, cluster: cluster, certificate: (cluster, "stranger"))
-      #expect(!run.standardOutput.contains("hello"), "\(run.all)")
-      #expect(!run.timedOut, "\(run.all)")
-      let refusal = await log.refusal(containing: "unknown node name stranger")
-      #expect(refusal?.metadata["peer"]?.contains("127.0.0.1") == true, "\(log.all)")
-    }
+  @Test func opensslWithANodeNameOutsideTheMembershipIsRefused() async throws {
+    try await expectRefused(as: { cluster, _ in (cluster, "stranger") }, reason: "unknown node name stranger")
   }
 
   @Test func plaintextBytesAreRefusedWithoutAGreeting() async throws {

@@ -359,15 +359,9 @@ import Testing
       let primary = try await Self.startPrimary(
         "n1", directory: directory + "/n1", certificates: certificates, quorum: 1, timings: timings,
         logger: log.makeLogger("n1"))
-      func sClient(_ certificate: (String, String)?) async throws -> OpenSSL.Run {
-        var arguments = [
-          "s_client", "-connect", "127.0.0.1:\(primary.port)", "-tls1_3", "-CAfile", certificates + "/ca.pem",
-          "-servername", "n1", "-verify_hostname", "n1", "-verify_return_error", "-ign_eof",
-        ]
-        if let (folder, name) = certificate {
-          arguments += ["-cert", "\(folder)/\(name).pem", "-key", "\(folder)/\(name)-key.pem"]
-        }
-        return try await OpenSSL.run(arguments)
+      func sClient(_ certificate: (directory: String, name: String)?) async throws -> OpenSSL.Run {
+        try await OpenSSL.sClient(
+          port: primary.port, authority: certificates + "/ca.pem", serverName: "n1", certificate: certificate)
       }
       // No client certificate.
       var run = try await sClient(nil)

@@ -191,6 +191,21 @@ enum OpenSSL {
         + "`apt-get install -y openssl` (.ci/run does)")
   }
 
+  /// `openssl s_client` to 127.0.0.1:`port`, TLS 1.3, trusting only `authority`, verifying the
+  /// server's name `serverName`, as the member whose files are in `certificate` (nil: none).
+  static func sClient(
+    port: Int, authority: String, serverName: String, certificate: (directory: String, name: String)?
+  ) async throws -> Run {
+    var arguments = [
+      "s_client", "-connect", "127.0.0.1:\(port)", "-tls1_3", "-CAfile", authority,
+      "-servername", serverName, "-verify_hostname", serverName, "-verify_return_error", "-ign_eof",
+    ]
+    if let (directory, name) = certificate {
+      arguments += ["-cert", "\(directory)/\(name).pem", "-key", "\(directory)/\(name)-key.pem"]
+    }
+    return try await run(arguments)
+  }
+
   /// Runs `openssl ARGUMENTS` with standard input at end of file, killing it at the deadline.
   static func run(_ arguments: [String], deadlineSeconds: Double = 20) async throws -> Run {
     let executable = try locate()

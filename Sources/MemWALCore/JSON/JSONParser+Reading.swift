@@ -69,13 +69,7 @@ extension JSONParser {
       skipWhitespace()
       try field(&self, key)
       skipWhitespace()
-      guard index < bytes.count else { throw error("unexpected end of input in an object") }
-      if bytes[index] == UInt8(ascii: ",") {
-        index += 1
-        continue
-      }
-      guard bytes[index] == UInt8(ascii: "}") else { throw error("expected ',' or '}'") }
-      index += 1
+      guard try endOfMember(closing: UInt8(ascii: "}")) else { continue }
       leaveContainer()
       return
     }
@@ -100,13 +94,7 @@ extension JSONParser {
       count += 1
       guard count <= limits.maximumContainerCount else { throw error("array has too many elements") }
       skipWhitespace()
-      guard index < bytes.count else { throw error("unexpected end of input in an array") }
-      if bytes[index] == UInt8(ascii: ",") {
-        index += 1
-        continue
-      }
-      guard bytes[index] == UInt8(ascii: "]") else { throw error("expected ',' or ']'") }
-      index += 1
+      guard try endOfMember(closing: UInt8(ascii: "]")) else { continue }
       leaveContainer()
       return
     }
@@ -142,13 +130,7 @@ extension JSONParser {
       }
       floats.append(component)
       skipWhitespace()
-      guard index < bytes.count else { throw error("unexpected end of input in an array") }
-      if bytes[index] == UInt8(ascii: ",") {
-        index += 1
-        continue
-      }
-      guard bytes[index] == UInt8(ascii: "]") else { throw error("expected ',' or ']'") }
-      index += 1
+      guard try endOfMember(closing: UInt8(ascii: "]")) else { continue }
       skipWhitespace()
       return floats
     }

@@ -101,13 +101,7 @@ public struct JSONParser {
       }
       guard fields.count <= limits.maximumContainerCount else { throw error("object has too many keys") }
       skipWhitespace()
-      guard index < bytes.count else { throw error("unexpected end of input in an object") }
-      if bytes[index] == UInt8(ascii: ",") {
-        index += 1
-        continue
-      }
-      guard bytes[index] == UInt8(ascii: "}") else { throw error("expected ',' or '}'") }
-      index += 1
+      guard try endOfMember(closing: UInt8(ascii: "}")) else { continue }
       return .object(fields)
     }
   }
@@ -125,15 +119,26 @@ public struct JSONParser {
       values.append(try parseValue(depth: depth + 1))
       guard values.count <= limits.maximumContainerCount else { throw error("array has too many elements") }
       skipWhitespace()
-      guard index < bytes.count else { throw error("unexpected end of input in an array") }
-      if bytes[index] == UInt8(ascii: ",") {
-        index += 1
-        continue
-      }
-      guard bytes[index] == UInt8(ascii: "]") else { throw error("expected ',' or ']'") }
-      index += 1
+      guard try endOfMember(closing: UInt8(ascii: "]")) else { continue }
       return .array(values)
     }
+  }
+
+  /// After an object member or an array element: consumes `,` (false: another follows) or the
+  /// container's `closing` byte (true: it is complete); anything else is an error.
+  mutating func endOfMember(closing: UInt8) throws(JSONParseError) -> Bool {
+    guard index < bytes.count else {
+      throw error("unexpected end of input in an \(closing == UInt8(ascii: "}") ? "object" : "array")")
+    }
+    if bytes[index] == UInt8(ascii: ",") {
+      index += 1
+      return false
+    }
+    guard bytes[index] == closing else {
+      throw error("expected ',' or '\(Character(Unicode.Scalar(closing)))'")
+    }
+    index += 1
+    return true
   }
 
   mutating func parseNumber() throws(JSONParseError) -> Double {

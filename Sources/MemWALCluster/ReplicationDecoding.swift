@@ -66,7 +66,7 @@ extension ReplicationMessage {
   private static func messageName(_ type: UInt8) -> String {
     let names = [
       "hello", "welcome", "refuse", "records", "checkpoint_begin", "checkpoint_chunk", "checkpoint_end",
-      "checkpoint_ack", "ack", "heartbeat",
+      "checkpoint_ack", "ack", "heartbeat", "control", "control_reply",
     ]
     return type >= 1 && Int(type) <= names.count ? names[Int(type) - 1] : "type \(type)"
   }
@@ -128,6 +128,12 @@ extension ReplicationMessage {
       let epoch = Epoch(try reader.read(UInt64.self))
       let flushed = LSN(try reader.read(UInt64.self))
       return .heartbeat(epoch: epoch, flushedLSN: flushed, sentAtMicros: try reader.read())
+    case Types.control:
+      let id: UInt64 = try reader.read()
+      return .control(id: id, try ControlRequest.decode(&reader))
+    case Types.controlReply:
+      let id: UInt64 = try reader.read()
+      return .controlReply(id: id, try ControlReply.decode(&reader))
     default:
       return nil
     }
@@ -161,7 +167,7 @@ extension ReplicationMessage {
     return .records(epoch: epoch, records: records, primaryFlushedLSN: flushed, commitLSN: commit)
   }
 
-  private static func readString(_ reader: inout ByteReader, field: String) throws -> String {
+  static func readString(_ reader: inout ByteReader, field: String) throws -> String {
     let offset = reader.offset
     let length = Int(try reader.read(UInt16.self))
     guard length <= ReplicationWire.maximumStringBytes else {

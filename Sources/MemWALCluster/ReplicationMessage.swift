@@ -80,6 +80,10 @@ public enum ReplicationMessage: Sendable, Equatable {
   case ack(written: LSN, flushed: LSN, applied: LSN, epoch: Epoch)
   /// Both ways: liveness, with the sender's epoch and flushed LSN and its clock (for lag).
   case heartbeat(epoch: Epoch, flushedLSN: LSN, sentAtMicros: Int64)
+  /// Controller → node, on the node's control port: request `id` (see `ControlRequest`).
+  case control(id: UInt64, ControlRequest)
+  /// Node → controller: the answer to request `id`.
+  case controlReply(id: UInt64, ControlReply)
 
   /// A short name for logs and errors.
   public var name: String {
@@ -94,6 +98,8 @@ public enum ReplicationMessage: Sendable, Equatable {
     case .checkpointAck: return "checkpoint_ack"
     case .ack: return "ack"
     case .heartbeat: return "heartbeat"
+    case .control(_, let request): return "control(\(request.name))"
+    case .controlReply(_, let reply): return "control_reply(\(reply.name))"
     }
   }
 }
@@ -130,6 +136,8 @@ public enum ReplicationWire {
     public static let checkpointAck: UInt8 = 8
     public static let ack: UInt8 = 9
     public static let heartbeat: UInt8 = 10
+    public static let control: UInt8 = 11
+    public static let controlReply: UInt8 = 12
   }
 }
 
@@ -211,10 +219,18 @@ extension ReplicationMessage {
       writer.write(epoch.rawValue)
       writer.write(flushed.rawValue)
       writer.write(sentAt)
+    case .control(let id, let request):
+      writer.write(Types.control)
+      writer.write(id)
+      request.encode(into: &writer)
+    case .controlReply(let id, let reply):
+      writer.write(Types.controlReply)
+      writer.write(id)
+      reply.encode(into: &writer)
     }
   }
 
-  private static func writeString(_ string: String, into writer: inout ByteWriter) {
+  static func writeString(_ string: String, into writer: inout ByteWriter) {
     // A longer string is cut at a character boundary, so what is sent is always valid UTF-8.
     var string = string
     while string.utf8.count > ReplicationWire.maximumStringBytes { string.removeLast() }

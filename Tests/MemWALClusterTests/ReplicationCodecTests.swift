@@ -55,6 +55,32 @@ enum Samples {
       .checkpointAck(receivedBytes: 612),
       .ack(written: LSN(10), flushed: LSN(9), applied: LSN(8), epoch: Epoch(3)),
       .heartbeat(epoch: Epoch(3), flushedLSN: LSN(40), sentAtMicros: -5),
+      .control(id: 1, .heartbeat),
+      .control(id: 2, .promise(epoch: Epoch(5))),
+      .control(id: 3, .promote(epoch: Epoch(5))),
+      .control(id: 4, .follow(primary: "n3-é", epoch: Epoch(5))),
+      .control(id: 5, .drain(epoch: Epoch(4))),
+      .control(id: .max, .resume(epoch: Epoch(4))),
+      .control(id: 7, .setQuorum(quorumFollowers: 2, epoch: Epoch(4))),
+      .controlReply(
+        id: 1,
+        .report(
+          NodeReport(
+            role: .follower, epoch: Epoch(4), promisedEpoch: Epoch(5), flushedLSN: LSN(40),
+            appliedLSN: LSN(39),
+            lastEpochInLog: Epoch(4), primary: "n1", seesPrimary: true))),
+      .controlReply(
+        id: 1,
+        .report(
+          NodeReport(
+            role: .draining, epoch: Epoch(4), promisedEpoch: Epoch(4), flushedLSN: .zero, appliedLSN: .zero,
+            lastEpochInLog: .zero, primary: nil, seesPrimary: false))),
+      .controlReply(id: 2, .promised(epoch: Epoch(5), flushedLSN: LSN(40), lastLogEpoch: Epoch(4))),
+      .controlReply(
+        id: 3, .refused(promisedEpoch: Epoch(6), message: "epoch 5 is below the promised epoch 6")),
+      .controlReply(id: 3, .promoted(epoch: Epoch(5), lsn: LSN(41))),
+      .controlReply(id: 4, .done),
+      .controlReply(id: 5, .failed(message: "EIO")),
     ]
   }
 }
@@ -128,7 +154,7 @@ enum Samples {
     var errors = 0
     for _ in 0..<20_000 {
       var body = Samples.bytes(Int.random(in: 0...80, using: &generator), &generator)
-      if !body.isEmpty { body[0] = UInt8.random(in: 0...11, using: &generator) }
+      if !body.isEmpty { body[0] = UInt8.random(in: 0...13, using: &generator) }
       var writer = ByteWriter()
       writer.write(ReplicationWire.magic)
       writer.write(UInt32(body.count))

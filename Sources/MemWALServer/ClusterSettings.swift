@@ -11,6 +11,35 @@ public struct ClusterSettings: Sendable, Equatable {
     public var api: String
     /// The member's replication listener ("127.0.0.1:7701").
     public var replication: String
+    /// The member's control listener, where the failover controller reaches it ("127.0.0.1:7801");
+    /// nil when no controller manages the cluster.
+    public var control: String?
+    /// Breaks ties between equally advanced candidates in an election: the higher is promoted.
+    public var priority = 0
+
+    public init(api: String, replication: String, control: String? = nil, priority: Int = 0) {
+      self.api = api
+      self.replication = replication
+      self.control = control
+      self.priority = priority
+    }
+  }
+
+  /// The failover controller of the cluster (`memwal controller`), when there is one.
+  public struct Controller: Sendable, Equatable {
+    /// Its certificate's name; nodes accept control requests only from this name.
+    public var name = "controller"
+    /// Its HTTP API (`GET /v1/cluster`, `GET /v1/status`, the `memwal ctl` commands).
+    public var api: String
+    /// Where it keeps its durable state (`controller-state.json`).
+    public var stateDirectory: String
+    public var heartbeatInterval: Duration = .milliseconds(200)
+    public var failureTimeout: Duration = .seconds(1)
+
+    public init(api: String, stateDirectory: String) {
+      self.api = api
+      self.stateDirectory = stateDirectory
+    }
   }
 
   /// The cluster's name; its cluster id (in every WAL segment header) is derived from it, so every
@@ -26,6 +55,11 @@ public struct ClusterSettings: Sendable, Equatable {
   public var certificates: String
   public var members: [String: Member]
   public var timings = ReplicationTimings()
+  /// The failover controller; nil when roles are static (`initial_primary` stays primary).
+  public var controller: Controller?
+
+  /// Whether this configuration is the controller's own (its `node` is the controller's name).
+  public var isController: Bool { controller?.name == node }
 
   /// 128 bits of SHA-256 of the cluster name.
   public var clusterID: ClusterID {
@@ -41,7 +75,7 @@ public struct ClusterSettings: Sendable, Equatable {
 
   static let keys: Set<String> = [
     "name", "node", "initial_primary", "quorum", "certificates", "members", "heartbeat_ms", "peer_timeout_ms",
-    "quorum_timeout_ms", "max_in_flight_bytes", "max_retained_wal_bytes",
+    "quorum_timeout_ms", "max_in_flight_bytes", "max_retained_wal_bytes", "controller",
   ]
 
   static func parse(_ value: Node) throws(ConfigurationError) -> ClusterSettings {
@@ -64,7 +98,7 @@ public struct ClusterSettings: Sendable, Equatable {
         throw ConfigurationError(key: prefix, reason: "a node name is 1-63 of a-z, 0-9 and '-'")
       }
       let fields = try C.mapping(node, key: prefix)
-      try C.check(fields, allowed: ["api", "replication"], prefix: prefix + ".")
+      try C.check(fields, allowed: ["api", "replication", "control", "priority"], prefix: prefix + ".")
       guard let api = fields["api"], let replication = fields["replication"] else {
         throw ConfigurationError(key: prefix, reason: "needs api and replication")
       }
@@ -76,13 +110,29 @@ public struct ClusterSettings: Sendable, Equatable {
       guard splitHostPort(address) != nil else {
         throw ConfigurationError(key: prefix + ".replication", reason: "must be HOST:PORT, got \(address)")
       }
-      members[name] = Member(api: apiURL, replication: address)
+      var member = Member(api: apiURL, replication: address)
+      if let control = fields["control"] {
+        let text = try C.string(control, key: prefix + ".control")
+        guard splitHostPort(text) != nil else {
+          throw ConfigurationError(key: prefix + ".control", reason: "must be HOST:PORT, got \(text)")
+        }
+        member.control = text
+      }
+      if let priority = fields["priority"] {
+        member.priority = try C.integer(priority, key: prefix + ".priority", in: -1_000...1_000)
+      }
+      members[name] = member
+    }
+    var controller: Controller?
+    if let node = root["controller"] {
+      controller = try Self.parseController(node, members: members)
     }
     var settings = ClusterSettings(
       name: try required("name"), node: try required("node"), initialPrimary: try required("initial_primary"),
       certificates: try required("certificates"), members: members)
+    settings.controller = controller
     for (key, name) in [("node", settings.node), ("initial_primary", settings.initialPrimary)]
-    where members[name] == nil {
+    where members[name] == nil && !(key == "node" && name == controller?.name) {
       throw ConfigurationError(
         key: "cluster." + key,
         reason: "\(name) is not in cluster.members (\(members.keys.sorted().joined(separator: ", ")))")
@@ -115,6 +165,51 @@ public struct ClusterSettings: Sendable, Equatable {
       throw ConfigurationError(key: "cluster.peer_timeout_ms", reason: "must be at least twice heartbeat_ms")
     }
     return settings
+  }
+
+  static func parseController(_ value: Node, members: [String: Member]) throws(ConfigurationError) -> Controller {
+    typealias C = NodeConfiguration
+    let fields = try C.mapping(value, key: "cluster.controller")
+    try C.check(
+      fields, allowed: ["name", "api", "state_directory", "heartbeat_ms", "failure_timeout_ms"],
+      prefix: "cluster.controller.")
+    guard let api = fields["api"] else {
+      throw ConfigurationError(key: "cluster.controller.api", reason: "is required")
+    }
+    let url = try C.string(api, key: "cluster.controller.api")
+    guard url.hasPrefix("http://") else {
+      throw ConfigurationError(key: "cluster.controller.api", reason: "must be an http:// URL, got \(url)")
+    }
+    let directory = try fields["state_directory"].map { node throws(ConfigurationError) in
+      try C.string(node, key: "cluster.controller.state_directory")
+    }
+    var controller = Controller(api: url, stateDirectory: directory ?? "memwal-controller")
+    if let name = fields["name"] {
+      controller.name = try C.string(name, key: "cluster.controller.name")
+      guard isValidName(controller.name) else {
+        throw ConfigurationError(key: "cluster.controller.name", reason: "a name is 1-63 of a-z, 0-9 and '-'")
+      }
+    }
+    guard members[controller.name] == nil else {
+      throw ConfigurationError(key: "cluster.controller.name", reason: "\(controller.name) is also a member")
+    }
+    for (name, member) in members where member.control == nil {
+      throw ConfigurationError(
+        key: "cluster.members.\(name).control", reason: "is required when the cluster has a controller")
+    }
+    if let node = fields["heartbeat_ms"] {
+      controller.heartbeatInterval = .milliseconds(
+        try C.integer(node, key: "cluster.controller.heartbeat_ms", in: 10...10_000))
+    }
+    if let node = fields["failure_timeout_ms"] {
+      controller.failureTimeout = .milliseconds(
+        try C.integer(node, key: "cluster.controller.failure_timeout_ms", in: 100...600_000))
+    }
+    guard controller.heartbeatInterval * 2 <= controller.failureTimeout else {
+      throw ConfigurationError(
+        key: "cluster.controller.failure_timeout_ms", reason: "must be at least twice heartbeat_ms")
+    }
+    return controller
   }
 
   static func isValidName(_ name: String) -> Bool {

@@ -121,7 +121,8 @@ public struct FollowerReplication: Sendable {
   private var nextConnection: UInt64 = 1
   private var now: UInt64
   private var stateSinceNanoseconds: UInt64
-  private var lastHeardNanoseconds: UInt64 = 0
+  /// When the current connection's primary was last heard from (monotonic nanoseconds).
+  public private(set) var lastHeardNanoseconds: UInt64 = 0
   private var lastHeartbeatNanoseconds: UInt64 = 0
   private var lastAckNanoseconds: UInt64 = 0
   private var lastAcked: (written: LSN, flushed: LSN, applied: LSN)?

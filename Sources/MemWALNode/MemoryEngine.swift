@@ -132,6 +132,16 @@ public final class MemoryEngine: @unchecked Sendable {
   /// Updates where a follower sends writers.
   public func setPrimaryHint(_ primary: String?) { writeLock.withLock { $0.primaryHint = primary } }
 
+  /// A primary that stopped taking writes for a switchover takes them again, in the epoch it is
+  /// already in (no epoch change is logged).
+  public func resumeWrites() {
+    writeLock.withLock { state in
+      state.role = .primary
+      state.primaryHint = nil
+    }
+    logger.warning("taking writes again", metadata: ["epoch": "\(log.currentEpoch)"])
+  }
+
   /// Becomes the primary in `epoch` (above the log's): records the epoch change in the log, durably,
   /// waits until the stores have applied everything the log holds (so preconditions and
   /// before-images are computed from the newest state), then takes writes.

@@ -12,24 +12,28 @@ import NIOPosix
 public final class ClusterNode: Sendable {
   public let host: EngineHost
   public let settings: ClusterSettings?
-  let primary: PrimaryReplicator?
-  let follower: FollowerReplicator?
+  let roles: NodeRoles?
+  let control: NodeControlListener?
 
-  init(
-    host: EngineHost, settings: ClusterSettings?, primary: PrimaryReplicator?, follower: FollowerReplicator?
-  ) {
+  init(host: EngineHost, settings: ClusterSettings?, roles: NodeRoles?, control: NodeControlListener?) {
     self.host = host
     self.settings = settings
-    self.primary = primary
-    self.follower = follower
+    self.roles = roles
+    self.control = control
   }
 
   /// A single node serving `engine`, with no replication.
   public convenience init(single engine: MemoryEngine) {
-    self.init(host: EngineHost(engine), settings: nil, primary: nil, follower: nil)
+    self.init(host: EngineHost(engine), settings: nil, roles: nil, control: nil)
   }
 
-  /// Opens the engine and starts the replication its role needs.
+  var primary: PrimaryReplicator? { roles?.primary }
+  var follower: FollowerReplicator? { roles?.follower }
+
+  /// Opens the engine and starts the replication its role needs. With a controller
+  /// (`cluster.controller`) the role comes from the node's persisted fencing state
+  /// (`fencing.state`; on a first start, `initial_primary` decides) and the node listens for the
+  /// controller on its `control` address; without one, `initial_primary` is primary for good.
   public static func start(configuration: NodeConfiguration, logger: Logger) async throws -> ClusterNode {
     var options = configuration.engine
     guard let cluster = configuration.cluster else {
@@ -37,53 +41,74 @@ public final class ClusterNode: Sendable {
         directory: configuration.dataDirectory, options: options, logger: logger)
       return ClusterNode(single: engine)
     }
-    let isPrimary = cluster.node == cluster.initialPrimary
+    let directory = configuration.dataDirectory
+    let isManaged = cluster.controller != nil
+    let stored =
+      isManaged ? try FencingStateFile.load(directory: directory, fileSystem: POSIXFileSystem()) : nil
+    let startsAsPrimary =
+      stored.map { $0.role != FencedRole.follower } ?? (cluster.node == cluster.initialPrimary)
     options.log.clusterID = cluster.clusterID
-    options.role = isPrimary ? .primary : .follower
+    options.role = startsAsPrimary ? .primary : .follower
     let tls = try PeerTLS(
       nodeName: cluster.node, certificatesDirectory: cluster.certificates,
       membership: Set(cluster.members.keys),
       logger: logger)
-    let directory = configuration.dataDirectory
+    let controlTLS = try cluster.controller.map { controller throws(PeerTLSError) in
+      try PeerTLS(
+        nodeName: cluster.node, certificatesDirectory: cluster.certificates, membership: [controller.name],
+        logger: logger)
+    }
     let engine = try await MemoryEngine.open(directory: directory, options: options, logger: logger)
     let host = EngineHost(engine)
-    let group = MultiThreadedEventLoopGroup.singleton
-    if isPrimary {
-      let address = splitHostPort(cluster.members[cluster.node]!.replication)!
-      var settings = PrimaryReplicator.Settings(
-        clusterID: cluster.clusterID, nodeName: cluster.node, members: Set(cluster.members.keys),
-        quorum: cluster.quorum, host: address.host, port: address.port)
-      settings.timings = cluster.timings
-      let replicator = PrimaryReplicator(
-        engine: engine, tls: tls, settings: settings, group: group, logger: logger)
+    let epoch = engine.log.currentEpoch
+    let fencing =
+      stored
+      ?? (cluster.node == cluster.initialPrimary
+        ? FencingState(promisedEpoch: epoch, role: .primary, epoch: epoch, primary: nil)
+        : FencingState(promisedEpoch: epoch, role: .follower, epoch: epoch, primary: cluster.initialPrimary))
+    let followerOptions = {
+      var copy = options
+      copy.role = .follower
+      return copy
+    }()
+    let roles = NodeRoles(
+      host: host, settings: cluster, tls: tls, fencing: fencing, dataDirectory: directory,
+      isManaged: isManaged,
+      group: MultiThreadedEventLoopGroup.singleton, logger: logger
+    ) {
+      try await MemoryEngine.open(directory: directory, options: followerOptions, logger: logger)
+    }
+    do {
+      if isManaged && stored == nil {
+        try FencingStateFile.store(fencing, directory: directory, fileSystem: engine.log.fileSystem)
+      }
+      try await roles.start()
+    } catch {
+      await roles.stop()
+      await host.engine.close()
+      throw error
+    }
+    var control: NodeControlListener?
+    if let controlTLS, let address = cluster.members[cluster.node]?.control.flatMap(splitHostPort) {
+      let listener = NodeControlListener(
+        roles: roles, tls: controlTLS, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
       do {
-        try await replicator.start()
+        try await listener.start(host: address.host, port: address.port)
       } catch {
-        await engine.close()
+        await roles.stop()
+        await host.engine.close()
         throw error
       }
-      return ClusterNode(host: host, settings: cluster, primary: replicator, follower: nil)
+      control = listener
     }
-    var settings = FollowerReplicator.Settings(
-      clusterID: cluster.clusterID, nodeName: cluster.node,
-      replicationAddresses: cluster.members.mapValues(\.replication),
-      apiURLs: cluster.members.mapValues(\.api),
-      primary: cluster.initialPrimary)
-    settings.timings = cluster.timings
-    let reopenOptions = options
-    let replicator = FollowerReplicator(
-      host: host, tls: tls, settings: settings, group: group, logger: logger
-    ) {
-      try await MemoryEngine.open(directory: directory, options: reopenOptions, logger: logger)
-    }
-    replicator.start()
-    return ClusterNode(host: host, settings: cluster, primary: nil, follower: replicator)
+    return ClusterNode(host: host, settings: cluster, roles: roles, control: control)
   }
 
-  /// Stops replication, then closes the engine (its queued writes are flushed first).
+  /// Stops the control listener and replication, then closes the engine (its queued writes are
+  /// flushed first).
   public func stop() async {
-    await primary?.stop()
-    await follower?.stop()
+    await control?.stop()
+    await roles?.stop()
     await host.engine.close()
   }
 
@@ -93,21 +118,27 @@ public final class ClusterNode: Sendable {
   /// primary it follows (or itself) and its epoch. A single node reports itself as the only member.
   func topology() -> JSONValue {
     let engine = host.engine
-    let epoch = JSONValue.number(Double(engine.log.currentEpoch.rawValue))
+    let epoch = JSONValue.number(Double((roles?.fencingState.epoch ?? engine.log.currentEpoch).rawValue))
     guard let settings else {
       return .object([
         "cluster": .null, "epoch": epoch, "node": .null, "role": .string(engine.role.rawValue),
         "primary": .null, "members": .array([]),
       ])
     }
-    let primaryName =
-      engine.role == .primary ? settings.node : (follower?.status.primary ?? settings.initialPrimary)
+    let fencing = roles?.fencingState
+    let primaryName: String? =
+      fencing?.role == .primary
+      ? settings.node : (follower?.status.primary ?? fencing?.primary ?? settings.initialPrimary)
     return .object([
       "cluster": .string(settings.name), "epoch": epoch, "node": .string(settings.node),
       "role": .string(engine.role.rawValue),
-      "primary": .object([
-        "name": .string(primaryName), "api": settings.members[primaryName].map { .string($0.api) } ?? .null,
-      ]),
+      "primary": primaryName.map { name in
+        .object([
+          "name": .string(name), "api": settings.members[name].map { .string($0.api) } ?? .null,
+        ])
+      } ?? .null,
+      "promised_epoch": fencing.map { .number(Double($0.promisedEpoch.rawValue)) } ?? .null,
+      "controller": settings.controller.map { .string($0.api) } ?? .null,
       "quorum": .number(Double(settings.quorum)),
       "members": .array(
         settings.members.keys.sorted().map { name in

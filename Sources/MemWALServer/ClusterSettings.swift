@@ -167,7 +167,9 @@ public struct ClusterSettings: Sendable, Equatable {
     return settings
   }
 
-  static func parseController(_ value: Node, members: [String: Member]) throws(ConfigurationError) -> Controller {
+  static func parseController(_ value: Node, members: [String: Member]) throws(ConfigurationError)
+    -> Controller
+  {
     typealias C = NodeConfiguration
     let fields = try C.mapping(value, key: "cluster.controller")
     try C.check(

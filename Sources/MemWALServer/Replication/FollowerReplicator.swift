@@ -29,14 +29,17 @@ public final class FollowerReplicator: @unchecked Sendable {
     public var replicationAddresses: [String: String]
     /// Client API URL of every member, by name (for redirects).
     public var apiURLs: [String: String]
-    /// The primary to follow.
-    public var primary: String
+    /// The primary to follow; nil until the controller names one.
+    public var primary: String?
+    /// The epoch this node has promised to the controller (frames from lower epochs are refused);
+    /// nil: the log's current epoch.
+    public var promisedEpoch: Epoch?
     public var timings = ReplicationTimings()
 
     public init(
       clusterID: ClusterID, nodeName: String, replicationAddresses: [String: String],
       apiURLs: [String: String],
-      primary: String
+      primary: String?
     ) {
       self.clusterID = clusterID
       self.nodeName = nodeName
@@ -54,6 +57,8 @@ public final class FollowerReplicator: @unchecked Sendable {
     case flushed(LSN, generation: Int)
     case applied(LSN, generation: Int)
     case tick
+    case primaryChanged(String?)
+    case promised(Epoch, CheckedContinuation<Void, Never>)
   }
 
   /// What `/v1/status` shows of a follower.
@@ -64,6 +69,9 @@ public final class FollowerReplicator: @unchecked Sendable {
     public var commitLSN: LSN
     public var checkpointTransfer: (received: UInt64, total: UInt64)?
     public var lastError: String?
+    /// When the primary was last heard from on a welcomed connection (monotonic nanoseconds); nil
+    /// when not streaming.
+    public var lastHeardNanoseconds: UInt64?
   }
 
   public let settings: Settings
@@ -104,11 +112,12 @@ public final class FollowerReplicator: @unchecked Sendable {
     configuration.maximumBackoffNanoseconds = settings.timings.maximumBackoff.nanoseconds
     let engine = host.engine
     machine = FollowerReplication(
-      configuration: configuration, log: Self.localState(engine), promisedEpoch: engine.log.currentEpoch,
+      configuration: configuration, log: Self.localState(engine),
+      promisedEpoch: max(settings.promisedEpoch ?? .zero, engine.log.currentEpoch),
       primaryAddress: settings.primary, random: SplitMix64(seed: UInt64(monotonicNanoseconds())),
       now: monotonicNanoseconds())
     published = Mutex(Status(primary: settings.primary, state: "disconnected", commitLSN: .zero))
-    engine.becomeFollower(primary: settings.apiURLs[settings.primary])
+    engine.becomeFollower(primary: settings.primary.flatMap { settings.apiURLs[$0] })
   }
 
   static func localState(_ engine: MemoryEngine) -> LocalLogState {
@@ -130,7 +139,21 @@ public final class FollowerReplicator: @unchecked Sendable {
     tasks.withLock { $0 = [consumer, ticker] }
     watch(host.engine)
     logger.info(
-      "replication: following", metadata: ["primary": "\(settings.primary)", "lsn": "\(machine.writtenLSN)"])
+      "replication: following",
+      metadata: ["primary": "\(settings.primary ?? "none yet")", "lsn": "\(machine.writtenLSN)"])
+  }
+
+  /// Follows `primary` from now on (nil: none known); the engine's redirects point at it.
+  public func changePrimary(_ primary: String?) {
+    host.engine.becomeFollower(primary: primary.flatMap { settings.apiURLs[$0] })
+    events.post(.primaryChanged(primary))
+  }
+
+  /// This node promised `epoch`: returns once the replication link refuses every frame from a
+  /// lower epoch (a connection to an older primary is closed, and nothing more is acknowledged on
+  /// it).
+  public func promise(_ epoch: Epoch) async {
+    await withCheckedContinuation { continuation in events.post(.promised(epoch, continuation)) }
   }
 
   public func stop() async {
@@ -174,7 +197,11 @@ public final class FollowerReplicator: @unchecked Sendable {
   // MARK: events
 
   private func handle(_ event: Event) async {
-    guard !stopped else { return }
+    guard !stopped else {
+      // A stopped follower acknowledges nothing: a promise holds trivially.
+      if case .promised(_, let continuation) = event { continuation.resume() }
+      return
+    }
     var actions: [FollowerAction] = []
     switch event {
     case .connected(let id, let channel):
@@ -209,6 +236,15 @@ public final class FollowerReplicator: @unchecked Sendable {
       break
     case .tick:
       actions = machine.tick(now: monotonicNanoseconds())
+    case .primaryChanged(let name):
+      logger.info("replication: the primary changed", metadata: ["primary": "\(name ?? "none")"])
+      actions = machine.primaryChanged(to: name)
+    case .promised(let epoch, let continuation):
+      actions = machine.promised(epoch)
+      await perform(actions)
+      publishStatus()
+      continuation.resume()
+      return
     }
     await perform(actions)
     publishStatus()
@@ -370,7 +406,8 @@ public final class FollowerReplicator: @unchecked Sendable {
     do {
       try surgery(engine.log.layout.root)
       let reopened = try await reopen()
-      reopened.becomeFollower(primary: settings.apiURLs[machine.primaryAddress ?? settings.primary])
+      reopened.becomeFollower(
+        primary: (machine.primaryAddress ?? settings.primary).flatMap { settings.apiURLs[$0] })
       generation += 1
       host.replace(with: reopened)
       watch(reopened)
@@ -401,6 +438,10 @@ public final class FollowerReplicator: @unchecked Sendable {
       status.primaryEpoch = machine.primaryEpoch
       status.commitLSN = machine.commitLSN
       status.checkpointTransfer = transfer
+      switch machine.state {
+      case .streaming, .receivingCheckpoint: status.lastHeardNanoseconds = machine.lastHeardNanoseconds
+      default: status.lastHeardNanoseconds = nil
+      }
     }
   }
 }

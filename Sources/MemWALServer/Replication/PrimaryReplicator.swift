@@ -68,6 +68,8 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     case flushed(LSN)
     case checkpointReady(CheckpointDescriptor, StorageFile)
     case tick
+    case fenced
+    case quorumChanged
   }
 
   private struct Waiter {
@@ -98,6 +100,7 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
   private let nextConnection = ConnectionCounter()
   private let tasks = Mutex<[Task<Void, Never>]>([])
   private let serverChannel = Mutex<(any Channel)?>(nil)
+  private let stepDownObserver = Mutex<(@Sendable (Epoch, String) -> Void)?>(nil)
 
   // Owned by the event task.
   private var machine: PrimaryReplication
@@ -189,6 +192,28 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     failWaiters(.indeterminate("the node is shutting down"))
     engine.replicationGate = nil
     engine.retentionFloor = nil
+  }
+
+  /// Called (once, from the replication task) when a follower shows this primary an epoch above
+  /// its own: the primary has already stopped taking writes.
+  public func onStepDown(_ observer: @escaping @Sendable (Epoch, String) -> Void) {
+    stepDownObserver.withLock { $0 = observer }
+  }
+
+  /// The node is fenced (it promised a newer epoch, or is told to follow another primary): no more
+  /// writes, writers still waiting for followers end as indeterminate, follower links close.
+  public func fence(reason: String) {
+    engine.becomeFollower(primary: nil)
+    shared.withLock { $0.steppedDown = reason }
+    failWaiters(.indeterminate(reason))
+    events.post(.fenced)
+  }
+
+  /// Changes k (`memwal ctl set-quorum`): writers waiting for a quorum are measured against the new
+  /// k from now on.
+  public func setQuorum(_ quorum: Int) {
+    shared.withLock { $0.quorum = quorum }
+    events.post(.quorumChanged)
   }
 
   // MARK: the gate
@@ -291,6 +316,10 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
         actions += machine.logRetained(from: engine.log.oldestRetainedLSN)
       }
       actions += machine.tick(now: now)
+    case .fenced:
+      for (_, channel) in channels { channel.close(promise: nil) }
+    case .quorumChanged:
+      break
     }
     perform(actions)
     publish()
@@ -312,7 +341,9 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
       case .sendCheckpointChunk(let request):
         queue.append(contentsOf: sendChunk(request))
       case .stepDown(let observed, let reporter):
-        stepDown("follower \(reporter) has seen epoch \(observed), above this primary's \(machine.epoch)")
+        let reason = "follower \(reporter) has seen epoch \(observed), above this primary's \(machine.epoch)"
+        stepDown(reason)
+        stepDownObserver.withLock { $0 }?(observed, reason)
       }
     }
   }

@@ -14,6 +14,6 @@ swift build --build-tests
 if [ "$#" -gt 0 ]; then
   exec swift test --skip-build "$@"
 fi
-timing='ReplicationTests|ClusterProcessTests|PeerTLSTests|APITLSTests'
+timing='ReplicationTests|ClusterProcessTests|PeerTLSTests|APITLSTests|NodeControlTests|ControllerService|FailoverProcessTests'
 swift test --skip-build --skip "$timing"
 swift test --skip-build --no-parallel --filter "$timing"

@@ -139,7 +139,7 @@ public final class MemoryEngine: @unchecked Sendable {
       state.role = .primary
       state.primaryHint = nil
     }
-    logger.warning("taking writes again", metadata: ["epoch": "\(log.currentEpoch)"])
+    logger.info("taking writes", metadata: ["epoch": "\(log.currentEpoch)"])
   }
 
   /// Becomes the primary in `epoch` (above the log's): records the epoch change in the log, durably,

@@ -276,7 +276,9 @@ final class NodeRoles: @unchecked Sendable {
 
 /// The replication gate of a primary whose replicator is not listening yet.
 struct StartingGate: ReplicationGate {
-  func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError) -> Durability {
+  func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError)
+    -> Durability
+  {
     throw .insufficientReplicas("the primary is starting replication; retry")
   }
 }

@@ -1,0 +1,309 @@
+import Logging
+import MemWALCluster
+import MemWALCore
+import MemWALLog
+import MemWALNode
+import MemWALStore
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import MemWALServer
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A loopback port that was free a moment ago.
+func unusedPort() throws -> Int {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  let bound = withUnsafeMutablePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+      bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+    }
+  }
+  guard bound else { throw FencingStateFileError(path: "-", reason: "no free port") }
+  return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A stand-in for the controller in tests: one peer-TLS connection to a node's control port with
+/// the controller's certificate, requests sent with ids and answers matched by id.
+final class ScriptedController: Sendable {
+  private let channel: any Channel
+  private let pending = Mutex<[UInt64: CheckedContinuation<ControlReply, any Error>]>([:])
+  private let nextID = Atomic<UInt64>(1)
+
+  private init(channel: any Channel) { self.channel = channel }
+
+  static func connect(to node: String, port: Int, certificates: String) async throws -> ScriptedController {
+    let tls = try PeerTLS(
+      nodeName: "controller", certificatesDirectory: certificates, membership: ["n1", "n2", "n3"],
+      logger: Logger(label: "test.controller"))
+    let box = Mutex<ScriptedController?>(nil)
+    let bootstrap = tls.makeClientBootstrap(group: MultiThreadedEventLoopGroup.singleton, connectingTo: node)
+    {
+      channel in
+      let handler = ReplicationConnectionHandler(id: ConnectionID(1)) { event in
+        guard case .message(_, .controlReply(let id, let reply)) = event else { return }
+        let waiter = box.withLock { $0 }?.pending.withLock { $0.removeValue(forKey: id) }
+        waiter?.resume(returning: reply)
+      }
+      return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+    }
+    let channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
+    let controller = ScriptedController(channel: channel)
+    box.withLock { $0 = controller }
+    return controller
+  }
+
+  func send(_ request: ControlRequest) async throws -> ControlReply {
+    let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    return try await withCheckedThrowingContinuation { continuation in
+      pending.withLock { $0[id] = continuation }
+      channel.send(.control(id: id, request))
+    }
+  }
+
+  func report() async throws -> NodeReport {
+    guard case .report(let report) = try await send(.heartbeat) else {
+      throw FencingStateFileError(path: "-", reason: "heartbeat not answered with a report")
+    }
+    return report
+  }
+
+  func close() async { try? await channel.close() }
+}
+
+/// Three in-process nodes managed through their control ports by a scripted controller: the node
+/// side of failover (fencing state, promotion, following, a stale primary rejoining) without the
+/// controller's decisions, which `FailoverController`'s simulations cover.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct NodeControlTests {
+  static let logger = Logger(label: "test.node-control")
+
+  final class Cluster {
+    let certificates: String
+    let directory: String
+    var ports: [String: (api: Int, replication: Int, control: Int)] = [:]
+    var nodes: [String: ClusterNode] = [:]
+
+    init(certificates: String, directory: String) throws {
+      self.certificates = certificates
+      self.directory = directory
+      for name in ["n1", "n2", "n3"] {
+        ports[name] = (try unusedPort(), try unusedPort(), try unusedPort())
+      }
+    }
+
+    func configuration(_ name: String) throws -> NodeConfiguration {
+      let members = ports.keys.sorted().map { member in
+        let port = ports[member]!
+        return
+          "    \(member): {api: \"http://127.0.0.1:\(port.api)\", replication: \"127.0.0.1:\(port.replication)\", control: \"127.0.0.1:\(port.control)\"}"
+      }.joined(separator: "\n")
+      return try NodeConfiguration.parse(
+        yaml: """
+          data_dir: \(directory)/\(name)
+          development_mode: true
+          cluster:
+            name: control-test
+            node: \(name)
+            initial_primary: n1
+            quorum: 1
+            certificates: \(certificates)
+            quorum_timeout_ms: 3000
+            controller: {api: "http://127.0.0.1:1", state_directory: \(directory)/controller}
+            members:
+          \(members)
+          """)
+    }
+
+    func start(_ name: String) async throws -> ClusterNode {
+      let node = try await ClusterNode.start(
+        configuration: try configuration(name), logger: NodeControlTests.logger)
+      nodes[name] = node
+      return node
+    }
+
+    func stop(_ name: String) async {
+      await nodes.removeValue(forKey: name)?.stop()
+    }
+
+    func controller(_ name: String) async throws -> ScriptedController {
+      try await ScriptedController.connect(to: name, port: ports[name]!.control, certificates: certificates)
+    }
+
+    func stopAll() async {
+      for name in nodes.keys.sorted() { await stop(name) }
+    }
+  }
+
+  static func scenario(_ body: (Cluster) async throws -> Void) async throws {
+    let certificates = try TemporaryDirectory("control-certs")
+    let directory = try TemporaryDirectory("control")
+    defer {
+      certificates.remove()
+      directory.remove()
+    }
+    _ = try ClusterCertificates.initialize(
+      directory: certificates.path, names: ["n1", "n2", "n3", "controller"])
+    let cluster = try Cluster(certificates: certificates.path, directory: directory.path)
+    var failure: (any Error)?
+    do { try await body(cluster) } catch { failure = error }
+    await cluster.stopAll()
+    if let failure { throw failure }
+  }
+
+  static func eventually(
+    _ what: String, within seconds: Double = 30, _ condition: () async throws -> Bool
+  ) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+      if try await condition() { return }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    throw FencingStateFileError(path: "-", reason: "timed out waiting for: \(what)")
+  }
+
+  static func write(_ engine: MemoryEngine, _ ids: Range<Int>, durability: Durability) async throws -> [LSN] {
+    var lsns: [LSN] = []
+    for id in ids {
+      let outcome = try await engine.execute(
+        TransactionRequest(
+          namespace: "agents",
+          operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0, 0]))],
+          durability: durability))
+      lsns.append(outcome.lsn)
+    }
+    return lsns
+  }
+
+  @Test func failoverByControlRequestsThenTheOldPrimaryRejoinsAndConverges() async throws {
+    try await Self.scenario { cluster in
+      let n1 = try await cluster.start("n1")
+      let n2 = try await cluster.start("n2")
+      let n3 = try await cluster.start("n3")
+      _ = try await n1.host.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
+      let acknowledged = try await Self.write(n1.host.engine, 0..<50, durability: .quorum)
+
+      // The followers see n1; n1 reports itself primary.
+      let c1 = try await cluster.controller("n1")
+      let c2 = try await cluster.controller("n2")
+      let c3 = try await cluster.controller("n3")
+      try await Self.eventually("followers see the primary") {
+        let r2 = try await c2.report()
+        let r3 = try await c3.report()
+        return r2.seesPrimary && r3.seesPrimary
+      }
+      #expect(try await c1.report().role == .primary)
+
+      // Election for epoch 2 while n1 still runs (it is cut off from the controller, as when it
+      // hangs): both followers promise, which ends their links to n1 — a lower promise is then
+      // refused, and nothing n1 writes from now on is acknowledged by them.
+      await c1.close()
+      let epoch = Epoch(n2.host.engine.log.currentEpoch.rawValue + 1)
+      guard case .promised(_, let flushed2, _) = try await c2.send(.promise(epoch: epoch)),
+        case .promised = try await c3.send(.promise(epoch: epoch))
+      else {
+        Issue.record("a follower refused to promise")
+        return
+      }
+      #expect(flushed2 >= acknowledged.last!)
+      try await Self.eventually("followers dropped n1") {
+        let r2 = try await c2.report()
+        let r3 = try await c3.report()
+        return !r2.seesPrimary && !r3.seesPrimary
+      }
+      // n1 still takes `local` writes (its own log only), but no `quorum` write can be acknowledged.
+      let stale = try await Self.write(n1.host.engine, 90..<95, durability: .local)
+      await #expect(throws: WriteError.self) {
+        _ = try await Self.write(n1.host.engine, 95..<96, durability: .quorum)
+      }
+      await cluster.stop("n1")
+      guard case .refused(let promised, _) = try await c2.send(.promise(epoch: epoch)) else {
+        Issue.record("a repeated promise was granted")
+        return
+      }
+      #expect(promised == epoch)
+
+      guard case .promoted(let promotedEpoch, _) = try await c2.send(.promote(epoch: epoch)) else {
+        Issue.record("n2 was not promoted")
+        return
+      }
+      #expect(promotedEpoch == epoch)
+      #expect(try await c3.send(.follow(primary: "n2", epoch: epoch)) == .done)
+      // The promotion is durable: n2's fencing state says primary in the new epoch.
+      let stored = try FencingStateFile.load(
+        directory: cluster.directory + "/n2", fileSystem: POSIXFileSystem())
+      #expect(stored?.role == .primary && stored?.epoch == epoch)
+
+      // n2 takes quorum writes with n3 following.
+      let later = try await Self.write(n2.host.engine, 50..<80, durability: .quorum)
+      #expect(later.allSatisfy { $0 > acknowledged.last! })
+
+      // n1 comes back. (It may already have stepped down before it stopped: a follower that
+      // promised epoch 2 and reconnected showed it the new epoch in its hello.) At its first
+      // contact it is told to follow n2; it cuts its divergent tail and converges.
+      let n1again = try await cluster.start("n1")
+      let c1again = try await cluster.controller("n1")
+      #expect(try await c1again.report().epoch < epoch)
+      #expect(try await c1again.send(.follow(primary: "n2", epoch: epoch)) == .done)
+      await #expect(throws: WriteError.self) {
+        _ = try await Self.write(n1again.host.engine, 100..<101, durability: .local)
+      }
+      let target = n2.host.engine.log.positions.flushed.value
+      try await Self.eventually("n1 and n3 caught up with n2") {
+        n1again.host.engine.store.appliedLSN >= target && n3.host.engine.store.appliedLSN >= target
+      }
+      let digest = try n2.host.engine.store.digest(at: target)
+      #expect(try n1again.host.engine.store.digest(at: target) == digest)
+      #expect(try n3.host.engine.store.digest(at: target) == digest)
+      #expect(try await c1again.report().role == .follower)
+      // n1's un-replicated tail went to its archive, and is not in its stores.
+      let archive = try POSIXFileSystem().contentsOfDirectory(cluster.directory + "/n1/archive")
+      #expect(archive.contains { $0.hasPrefix("diverged-") })
+      #expect(stale.allSatisfy { $0 > acknowledged.last! })
+      let now = ReadPoint(lsn: n1again.host.engine.store.appliedLSN, timeMicros: .max)
+      #expect(try n1again.host.engine.store.memory("m90", in: "agents", at: now) == nil)
+      #expect(try n1again.host.engine.store.memory("m79", in: "agents", at: now) != nil)
+      // A stale epoch is refused by the new primary's follower.
+      guard case .refused = try await c3.send(.promote(epoch: Epoch(1))) else {
+        Issue.record("a stale promotion was accepted")
+        return
+      }
+      await c1again.close()
+      await c2.close()
+      await c3.close()
+    }
+  }
+
+  @Test func drainStopsWritesAndResumeRestoresThem() async throws {
+    try await Self.scenario { cluster in
+      let n1 = try await cluster.start("n1")
+      _ = try await cluster.start("n2")
+      _ = try await cluster.start("n3")
+      _ = try await n1.host.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
+      _ = try await Self.write(n1.host.engine, 0..<10, durability: .quorum)
+      let c1 = try await cluster.controller("n1")
+      let epoch = n1.host.engine.log.currentEpoch
+      #expect(try await c1.send(.drain(epoch: epoch)) == .done)
+      let report = try await c1.report()
+      #expect(report.role == .draining)
+      #expect(report.flushedLSN == n1.host.engine.log.positions.written.value)
+      await #expect(throws: WriteError.self) {
+        _ = try await Self.write(n1.host.engine, 10..<11, durability: .quorum)
+      }
+      #expect(try await c1.send(.resume(epoch: epoch)) == .done)
+      _ = try await Self.write(n1.host.engine, 11..<12, durability: .quorum)
+      #expect(try await c1.report().role == .primary)
+      await c1.close()
+    }
+  }
+}

@@ -2,18 +2,21 @@
 # A local cluster from cluster-configs/local-3 (or $MEMWAL_CLUSTER_CONFIGS) as background processes.
 #
 #   scripts/cluster.sh up              build if needed, make certificates on first run, start every
-#                                      node, return once the primary has its quorum of followers
-#                                      streaming (it then takes quorum writes); prints
-#                                      `node NAME API_URL ROLE` per node
-#   scripts/cluster.sh down            SIGTERM every node (SIGKILL after 20 s)
-#   scripts/cluster.sh status          `node NAME API_URL ROLE` (or `down`) per node
-#   scripts/cluster.sh kill NODE       SIGKILL one node
-#   scripts/cluster.sh restart NODE    stop (if running) and start one node
+#                                      node and the controller, return once a primary has its
+#                                      quorum of followers streaming (it then takes quorum writes);
+#                                      prints `node NAME API_URL ROLE` per node and
+#                                      `controller URL`
+#   scripts/cluster.sh down            SIGTERM every node and the controller (SIGKILL after 20 s)
+#   scripts/cluster.sh status          `node NAME API_URL ROLE` (or `down`) per node, and the
+#                                      controller's line
+#   scripts/cluster.sh kill NODE       SIGKILL one node (or `controller`)
+#   scripts/cluster.sh restart NODE    stop (if running) and start one node (or `controller`)
 #
 # Logs and pid files go to .memwal-cluster/ (or $MEMWAL_RUN_DIR); node data goes where each
-# configuration's data_dir says (.memwal-cluster/nK for local-3). Run from anywhere: paths are
-# taken from the repository root. The failover controller is issue 6's; until it lands, the
-# configuration's initial_primary stays the primary.
+# configuration's data_dir says (.memwal-cluster/nK for local-3), the controller's state where
+# its controller.state_directory says. Run from anywhere: paths are taken from the repository
+# root. A configuration folder without controller.yaml runs with static roles
+# (initial_primary stays primary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +25,9 @@ run_dir="${MEMWAL_RUN_DIR:-.memwal-cluster}"
 binary="${MEMWAL_BINARY:-.build/release/memwal}"
 mkdir -p "$run_dir"
 
-nodes() { for file in "$configs"/*.yaml; do basename "$file" .yaml; done; }
+nodes() { for file in "$configs"/*.yaml; do [ "$(basename "$file")" = controller.yaml ] || basename "$file" .yaml; done; }
+has_controller() { [ -f "$configs/controller.yaml" ]; }
+controller_url() { sed -n 's/.*controller: *{api: *"\([^"]*\)".*/\1/p' "$configs/controller.yaml" | head -1; }
 
 # The API URL a configuration listens on (its `listen:` line).
 api_url() { echo "http://$(sed -n 's/^listen: *//p' "$configs/$1.yaml" | tr -d '"')"; }
@@ -56,9 +61,10 @@ ensure_certificates() {
 }
 
 start_node() {
-  local name="$1"
+  local name="$1" command=serve
   if pid_of "$name" >/dev/null; then return 0; fi
-  nohup "$binary" serve --config "$configs/$name.yaml" >>"$run_dir/$name.log" 2>&1 &
+  [ "$name" = controller ] && command=controller
+  nohup "$binary" "$command" --config "$configs/$name.yaml" >>"$run_dir/$name.log" 2>&1 &
   echo $! >"$run_dir/$name.pid"
 }
 
@@ -83,7 +89,16 @@ print_status() {
       echo "node $name $(api_url "$name") down"
     fi
   done
+  if has_controller; then
+    if pid_of controller >/dev/null; then
+      echo "controller $(controller_url)"
+    else
+      echo "controller $(controller_url) down"
+    fi
+  fi
 }
+
+all_processes() { nodes; if has_controller; then echo controller; fi; }
 
 # Waits (at most 60 s) until some node is primary with at least its quorum (k) of followers
 # streaming: from then on it acknowledges `quorum` writes.
@@ -107,11 +122,12 @@ case "${1:-}" in
   up)
     ensure_built
     ensure_certificates
-    for name in $(nodes); do start_node "$name"; done
+    for name in $(all_processes); do start_node "$name"; done
     wait_for_writes
     print_status
     ;;
   down)
+    if has_controller; then stop_node controller; fi
     for name in $(nodes); do stop_node "$name"; done
     ;;
   status)
@@ -128,7 +144,7 @@ case "${1:-}" in
     start_node "$2"
     ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -195,7 +195,7 @@ public struct ClusterSettings: Sendable, Equatable {
     guard members[controller.name] == nil else {
       throw ConfigurationError(key: "cluster.controller.name", reason: "\(controller.name) is also a member")
     }
-    for (name, member) in members where member.control == nil {
+    for name in members.keys.sorted() where members[name]?.control == nil {
       throw ConfigurationError(
         key: "cluster.members.\(name).control", reason: "is required when the cluster has a controller")
     }

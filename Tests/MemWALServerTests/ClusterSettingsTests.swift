@@ -1,3 +1,4 @@
+import Foundation
 import MemWALServer
 import Testing
 
@@ -54,5 +55,60 @@ import Testing
     } catch {
       #expect(error.key == "cluster.members.n1.api", "\(error)")
     }
+  }
+
+  static let managedMembers =
+    "  members:\n"
+    + "    n1: {api: \"http://127.0.0.1:7601\", replication: \"127.0.0.1:7701\", control: \"127.0.0.1:7801\", priority: 5}\n"
+    + "    n2: {api: \"http://127.0.0.1:7602\", replication: \"127.0.0.1:7702\", control: \"127.0.0.1:7802\"}\n"
+
+  @Test func aControllerSectionParsesAndTheControllerMayBeTheNode() throws {
+    let node = try Self.parse(
+      "  name: x\n  node: n2\n  initial_primary: n1\n  certificates: c\n"
+        + "  controller: {api: \"http://127.0.0.1:7690\", state_directory: s, failure_timeout_ms: 800}\n"
+        + Self.managedMembers)
+    let cluster = try #require(node.cluster)
+    #expect(
+      cluster.controller?.name == "controller" && cluster.controller?.failureTimeout == .milliseconds(800))
+    #expect(cluster.members["n1"]?.priority == 5 && cluster.members["n2"]?.control == "127.0.0.1:7802")
+    #expect(!cluster.isController)
+    let controller = try Self.parse(
+      "  name: x\n  node: controller\n  initial_primary: n1\n  certificates: c\n"
+        + "  controller: {api: \"http://127.0.0.1:7690\"}\n" + Self.managedMembers)
+    #expect(controller.cluster?.isController == true)
+  }
+
+  @Test(arguments: [
+    ("  controller: {api: \"http://127.0.0.1:7690\"}\n" + members, "cluster.members.n1.control"),
+    ("  controller: {state_directory: s}\n" + managedMembers, "cluster.controller.api"),
+    (
+      "  controller: {api: \"http://127.0.0.1:7690\", name: n1}\n" + managedMembers, "cluster.controller.name"
+    ),
+    (
+      "  controller: {api: \"http://127.0.0.1:7690\", heartbeat_ms: 600}\n" + managedMembers,
+      "cluster.controller.failure_timeout_ms"
+    ),
+    ("  controller: {api: \"http://x\", colour: red}\n" + managedMembers, "cluster.controller.colour"),
+  ])
+  func aBadControllerSectionNamesTheKey(_ text: String, _ key: String) {
+    do {
+      _ = try Self.parse("  name: x\n  node: n1\n  initial_primary: n1\n  certificates: c\n" + text)
+      Issue.record("accepted: \(text)")
+    } catch {
+      #expect(error.key == key, "\(error)")
+    }
+  }
+
+  /// Every shipped example configuration parses.
+  @Test(arguments: [
+    "local-3/n1", "local-3/n2", "local-3/n3", "local-3/controller", "local-5/n1", "local-5/n5",
+    "local-5/controller", "single-node",
+  ])
+  func theShippedConfigurationsParse(_ name: String) throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent()
+    let text = try String(
+      contentsOf: root.appendingPathComponent("cluster-configs/\(name).yaml"), encoding: .utf8)
+    _ = try NodeConfiguration.parse(yaml: text)
   }
 }

@@ -50,6 +50,8 @@ struct WALDump: ParsableCommand {
         + operations.joined(separator: "; ")
     case .epochChange(let change):
       return head + " epoch-change from=\(change.previousEpoch) leader=\(change.leader)"
+    case .quorumChange(let change):
+      return head + " quorum-change k=\(change.quorumFollowers)"
     }
   }
 
@@ -74,6 +76,9 @@ struct WALDump: ParsableCommand {
       fields.append("\"type\":\"epoch_change\"")
       fields.append("\"previous_epoch\":\(change.previousEpoch)")
       fields.append("\"leader\":\(jsonString(change.leader))")
+    case .quorumChange(let change):
+      fields.append("\"type\":\"quorum_change\"")
+      fields.append("\"quorum_followers\":\(change.quorumFollowers)")
     }
     return "{" + fields.joined(separator: ",") + "}"
   }

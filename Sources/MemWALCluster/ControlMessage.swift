@@ -149,6 +149,8 @@ extension ControlReply {
       writer.write(UInt8(report.primary == nil ? 0 : 1))
       ReplicationMessage.writeString(report.primary ?? "", into: &writer)
       writer.write(UInt8(report.seesPrimary ? 1 : 0))
+      writer.write(UInt8(report.quorumFollowers == nil ? 0 : 1))
+      writer.write(UInt32(clamping: max(0, report.quorumFollowers ?? 0)))
     case .promised(let epoch, let flushed, let lastEpoch):
       writer.write(Kind.promised)
       writer.write(epoch.rawValue)
@@ -199,10 +201,20 @@ extension ControlReply {
         throw ByteDecodingError.invalidValue(
           field: "sees_primary", offset: seesOffset, detail: "flag \(sees)")
       }
+      let quorumOffset = reader.offset
+      let hasQuorum: UInt8 = try reader.read()
+      let quorum: UInt32 = try reader.read()
+      guard hasQuorum <= 1, hasQuorum == 1 || quorum == 0,
+        quorum <= UInt32(ControlWire.maximumQuorumFollowers)
+      else {
+        throw ByteDecodingError.invalidValue(
+          field: "quorum_followers", offset: quorumOffset, detail: "flag \(hasQuorum), value \(quorum)")
+      }
       return .report(
         NodeReport(
           role: role, epoch: epoch, promisedEpoch: promised, flushedLSN: flushed, appliedLSN: applied,
-          lastEpochInLog: lastEpoch, primary: hasPrimary == 1 ? primary : nil, seesPrimary: sees == 1))
+          lastEpochInLog: lastEpoch, primary: hasPrimary == 1 ? primary : nil, seesPrimary: sees == 1,
+          quorumFollowers: hasQuorum == 1 ? Int(quorum) : nil))
     case Kind.promised:
       let epoch = Epoch(try reader.read(UInt64.self))
       let flushed = LSN(try reader.read(UInt64.self))

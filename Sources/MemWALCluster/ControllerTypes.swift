@@ -63,10 +63,12 @@ public struct NodeReport: Sendable, Equatable {
   public var primary: String?
   /// Whether the node's replication link to its primary is healthy (true for a primary).
   public var seesPrimary: Bool
+  /// The k a primary applies to `quorum` writes; nil from a follower.
+  public var quorumFollowers: Int?
 
   public init(
     role: FencedRole, epoch: Epoch, promisedEpoch: Epoch, flushedLSN: LSN, appliedLSN: LSN,
-    lastEpochInLog: Epoch, primary: String?, seesPrimary: Bool
+    lastEpochInLog: Epoch, primary: String?, seesPrimary: Bool, quorumFollowers: Int? = nil
   ) {
     self.role = role
     self.epoch = epoch
@@ -76,6 +78,7 @@ public struct NodeReport: Sendable, Equatable {
     self.lastEpochInLog = lastEpochInLog
     self.primary = primary
     self.seesPrimary = seesPrimary
+    self.quorumFollowers = quorumFollowers
   }
 }
 

@@ -331,6 +331,9 @@ public struct FailoverController: Sendable {
         action = .resume(node: node, epoch: record.epoch)
       } else if report.role != .primary || report.epoch != record.epoch {
         action = .promote(node: node, epoch: record.epoch)
+      } else if let k = report.quorumFollowers, k != record.quorumFollowers {
+        // A primary promoted or restarted with another k (its configuration's) gets the record's.
+        action = .setQuorum(node: node, quorumFollowers: record.quorumFollowers, epoch: record.epoch)
       }
     } else if report.role != .follower || report.primary != primary || report.promisedEpoch < record.epoch {
       action = .follow(node: node, primary: primary, epoch: record.epoch)

@@ -19,6 +19,7 @@ public enum WALFormat {
   public enum RecordType {
     public static let transaction: UInt8 = 1
     public static let epochChange: UInt8 = 2
+    public static let quorumChange: UInt8 = 3
   }
 
   /// Rounds `value` up to the frame alignment.

@@ -75,6 +75,8 @@ extension WALFrame {
     case .epochChange(let change):
       writer.write(change.previousEpoch.rawValue)
       writeName(change.leader, into: &writer)
+    case .quorumChange(let change):
+      writer.write(UInt32(clamping: max(0, change.quorumFollowers)))
     }
     return writer.bytes
   }
@@ -123,6 +125,12 @@ extension WALFrame {
       }
     case .epochChange(let change):
       try checkName(change.leader, field: "leader", allowEmpty: true)
+    case .quorumChange(let change):
+      guard (0...QuorumChange.maximum).contains(change.quorumFollowers) else {
+        throw .invalid(
+          field: "quorum_followers",
+          reason: "\(change.quorumFollowers) is not within 0...\(QuorumChange.maximum)")
+      }
     }
   }
 
@@ -253,6 +261,13 @@ extension WALFrame {
           field: "previous_epoch", offset: 48, detail: "\(previous) is not below the new epoch \(epoch)")
       }
       payload = .epochChange(EpochChange(previousEpoch: previous, leader: leader))
+    case WALFormat.RecordType.quorumChange:
+      let k: UInt32 = try reader.read()
+      guard k <= UInt32(QuorumChange.maximum) else {
+        throw .invalidValue(
+          field: "quorum_followers", offset: 48, detail: "\(k) exceeds \(QuorumChange.maximum)")
+      }
+      payload = .quorumChange(QuorumChange(quorumFollowers: Int(k)))
     default:
       throw .invalidValue(field: "record_type", offset: 0, detail: "unknown record type \(type)")
     }

@@ -77,15 +77,29 @@ public struct EpochChange: Sendable, Equatable {
   }
 }
 
+/// k changed at run time (`memwal ctl set-quorum`): from this record on, the primary acknowledges
+/// a `quorum` write once `quorumFollowers` followers have flushed it.
+public struct QuorumChange: Sendable, Equatable {
+  public var quorumFollowers: Int
+  /// The largest k a record may carry.
+  public static let maximum = 1_024
+
+  public init(quorumFollowers: Int) {
+    self.quorumFollowers = quorumFollowers
+  }
+}
+
 /// What a record carries.
 public enum WALPayload: Sendable, Equatable {
   case transaction(WALTransaction)
   case epochChange(EpochChange)
+  case quorumChange(QuorumChange)
 
   public var recordType: UInt8 {
     switch self {
     case .transaction: return WALFormat.RecordType.transaction
     case .epochChange: return WALFormat.RecordType.epochChange
+    case .quorumChange: return WALFormat.RecordType.quorumChange
     }
   }
 }

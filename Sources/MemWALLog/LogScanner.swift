@@ -301,7 +301,7 @@ public struct LogScanner {
     }
     state.lastTransaction = record.transactionID
     switch record.payload {
-    case .transaction:
+    case .transaction, .quorumChange:
       guard record.epoch == state.epoch else {
         throw fail("LSN \(record.lsn) in epoch \(record.epoch), log is in epoch \(state.epoch)")
       }

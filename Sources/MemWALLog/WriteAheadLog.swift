@@ -399,6 +399,17 @@ public final class WriteAheadLog: @unchecked Sendable {
     .result()
   }
 
+  /// Records that k is now `quorumFollowers` (`memwal ctl set-quorum`), in the current epoch.
+  public func appendQuorumChange(_ quorumFollowers: Int, durability: Durability = .local) async throws
+    -> AppendResult
+  {
+    let payload: WALPayload = .quorumChange(QuorumChange(quorumFollowers: quorumFollowers))
+    return try await enqueue(
+      payload, encoded: try Self.encode(payload), newEpoch: .zero, durability: durability
+    )
+    .result()
+  }
+
   /// Queues a record received from the primary (a follower's log): it keeps the primary's LSN,
   /// epoch, transaction id and commit time. It must be the next LSN of this log and in its epoch,
   /// or an epoch-change record to a higher epoch; otherwise its ticket fails with

@@ -55,6 +55,9 @@ extension API {
     case .epochChange(let change):
       fields["type"] = .string("epoch_change")
       fields["leader"] = .string(change.leader)
+    case .quorumChange(let change):
+      fields["type"] = .string("quorum_change")
+      fields["quorum_followers"] = .number(Double(change.quorumFollowers))
     case .transaction(let transaction):
       fields["type"] = .string("transaction")
       fields["namespace"] = .string(transaction.namespace)

@@ -103,7 +103,7 @@ final class NodeRoles: @unchecked Sendable {
 
   /// The answer to a heartbeat, from what is published (never waits for a role change).
   func report() -> NodeReport {
-    let (state, follower) = published.withLock { ($0.fencing, $0.follower) }
+    let (state, follower, primary) = published.withLock { ($0.fencing, $0.follower, $0.primary) }
     let engine = host.engine
     var seesPrimary = state.role != .follower
     if state.role == .follower, let follower, let heard = follower.status.lastHeardNanoseconds {
@@ -113,7 +113,8 @@ final class NodeRoles: @unchecked Sendable {
     return NodeReport(
       role: state.role, epoch: state.epoch, promisedEpoch: state.promisedEpoch,
       flushedLSN: engine.log.positions.flushed.value, appliedLSN: engine.store.appliedLSN,
-      lastEpochInLog: engine.log.currentEpoch, primary: state.primary, seesPrimary: seesPrimary)
+      lastEpochInLog: engine.log.currentEpoch, primary: state.primary, seesPrimary: seesPrimary,
+      quorumFollowers: state.role == .follower ? nil : primary?.quorum)
   }
 
   /// How long a follower still counts its primary as seen after last hearing from it: three
@@ -183,8 +184,16 @@ final class NodeRoles: @unchecked Sendable {
       guard fencing.role != .follower, fencing.epoch == epoch, let primary else {
         throw FencingError.staleEpoch(requested: epoch, promised: fencing.epoch)
       }
-      primary.setQuorum(k)
-      logger.warning("control: quorum changed", metadata: ["k": "\(k)", "epoch": "\(epoch)"])
+      guard k <= settings.members.count - 1 else {
+        return .failed(message: "k = \(k) exceeds the \(settings.members.count - 1) followers")
+      }
+      if k != primary.quorum {
+        // Recorded in the WAL first, so the change is in every replica's history (and audits).
+        let result = try await host.engine.log.appendQuorumChange(k)
+        primary.setQuorum(k)
+        logger.warning(
+          "control: quorum changed", metadata: ["k": "\(k)", "epoch": "\(epoch)", "lsn": "\(result.lsn)"])
+      }
       return .done
     }
   }

@@ -70,6 +70,13 @@ enum Samples {
             appliedLSN: LSN(39),
             lastEpochInLog: Epoch(4), primary: "n1", seesPrimary: true))),
       .controlReply(
+        id: 9,
+        .report(
+          NodeReport(
+            role: .primary, epoch: Epoch(4), promisedEpoch: Epoch(4), flushedLSN: LSN(40),
+            appliedLSN: LSN(39),
+            lastEpochInLog: Epoch(4), primary: nil, seesPrimary: true, quorumFollowers: 2))),
+      .controlReply(
         id: 1,
         .report(
           NodeReport(

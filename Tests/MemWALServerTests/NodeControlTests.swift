@@ -303,6 +303,28 @@ final class ScriptedController: Sendable {
       #expect(try await c1.send(.resume(epoch: epoch)) == .done)
       _ = try await Self.write(n1.host.engine, 11..<12, durability: .quorum)
       #expect(try await c1.report().role == .primary)
+
+      // set-quorum: recorded in the WAL (and so replicated), applied by the primary, reported.
+      #expect(try await c1.report().quorumFollowers == 1)
+      #expect(try await c1.send(.setQuorum(quorumFollowers: 2, epoch: epoch)) == .done)
+      #expect(try await c1.report().quorumFollowers == 2)
+      guard
+        case .refused = try await c1.send(.setQuorum(quorumFollowers: 1, epoch: Epoch(epoch.rawValue + 5)))
+      else {
+        Issue.record("set-quorum for another epoch was accepted")
+        return
+      }
+      let changeLSN = n1.host.engine.log.positions.written.value
+      let records = try n1.host.engine.log.records(from: changeLSN, limit: 1)
+      #expect(records.first?.payload == .quorumChange(QuorumChange(quorumFollowers: 2)))
+      let n2 = try #require(cluster.nodes["n2"])
+      try await Self.eventually("the change reached n2") {
+        n2.host.engine.log.positions.flushed.value >= changeLSN
+      }
+      #expect(
+        try n2.host.engine.log.records(from: changeLSN, limit: 1).first?.payload == records.first?.payload)
+      // Both followers must now flush a quorum write.
+      _ = try await Self.write(n1.host.engine, 12..<13, durability: .quorum)
       await c1.close()
     }
   }

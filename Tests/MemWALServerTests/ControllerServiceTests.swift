@@ -113,6 +113,13 @@ import Testing
       #expect(snapshot.lastStatus.contains("primary \(primary) silent for"))
       #expect(snapshot.lastStatus.contains("\(followers.joined(separator: ", ")) still see it: no failover"))
       #expect(snapshot.record.epoch == epoch && snapshot.record.primary == primary)
+      // The controller keeps checking; the repeated line is kept once, counted, and logged once.
+      try await harness.waitUntil("the line repeated twice") {
+        try await service.snapshot().statusLines.last.map { $0.text.contains("still see") && $0.repeats >= 2 }
+          ?? false
+      }
+      #expect(try await service.snapshot().statusLines.filter { $0.text.contains("still see") }.count == 1)
+      #expect(harness.logs.all.filter { $0.level == .info && $0.message.contains("still see") }.count == 1)
       #expect(
         !harness.cluster.received(since: mark).contains {
           if case .promise = $0.request { return true }

@@ -138,7 +138,7 @@ public enum ControllerAPI {
         snapshot.statusLines.map { line in
           .object([
             "seq": .number(Double(line.sequence)), "at": .string(formatTimestamp(line.atMicroseconds)),
-            "text": .string(line.text),
+            "text": .string(line.text), "repeats": .number(Double(line.repeats)),
           ])
         })
     }

@@ -40,6 +40,7 @@ public final class ControllerService: @unchecked Sendable {
   private var nextConnectionID: UInt64 = 1
   private var statusLines: [ControllerSnapshot.StatusLine] = []
   private var statusSequence = 0
+  private var lastStatusLogNanoseconds: UInt64 = 0
   private var haltReason: String?
   private var isStopping = false
   private var now: UInt64
@@ -560,15 +561,54 @@ public final class ControllerService: @unchecked Sendable {
     owners.removeAll()
   }
 
+  /// Keeps a status line for the API and logs it at info. A line that only repeats the one before
+  /// it in other numbers (a retried election, a primary still silent) replaces it, counted in
+  /// `repeats`, and is logged at info once per ``statusRepeatLogInterval`` (else at debug), so a
+  /// cluster that stays down neither floods the log nor pushes the history out.
   private func addStatusLine(_ line: String) {
-    logger.info("controller: \(line)")
+    let now = monotonicNanoseconds()
+    let at = SystemClock().microsecondsSinceEpoch()
     statusSequence += 1
+    let shape = Self.shape(of: line)
+    if var last = statusLines.last, Self.shape(of: last.text) == shape {
+      last.sequence = statusSequence
+      last.atMicroseconds = at
+      last.text = line
+      last.repeats += 1
+      statusLines[statusLines.count - 1] = last
+      if now - lastStatusLogNanoseconds >= Self.statusRepeatLogInterval.nanoseconds {
+        lastStatusLogNanoseconds = now
+        logger.info("controller: \(line) (\(last.repeats + 1) times)")
+      } else {
+        logger.debug("controller: \(line)")
+      }
+      return
+    }
+    lastStatusLogNanoseconds = now
+    logger.info("controller: \(line)")
     statusLines.append(
-      ControllerSnapshot.StatusLine(
-        sequence: statusSequence, atMicroseconds: SystemClock().microsecondsSinceEpoch(), text: line))
+      ControllerSnapshot.StatusLine(sequence: statusSequence, atMicroseconds: at, text: line, repeats: 0))
     if statusLines.count > settings.statusLinesKept {
       statusLines.removeFirst(statusLines.count - settings.statusLinesKept)
     }
+  }
+
+  static let statusRepeatLogInterval = Duration.seconds(10)
+
+  /// The line with every run of digits as "#".
+  static func shape(of line: String) -> String {
+    var shape = ""
+    var isInNumber = false
+    for character in line {
+      if character.isASCII && character.isNumber {
+        if !isInNumber { shape.append("#") }
+        isInNumber = true
+      } else {
+        shape.append(character)
+        isInNumber = false
+      }
+    }
+    return shape
   }
 
   // MARK: snapshot
@@ -602,10 +642,13 @@ public final class ControllerService: @unchecked Sendable {
 /// What the controller knows at one moment, for its HTTP API.
 public struct ControllerSnapshot: Sendable {
   public struct StatusLine: Sendable, Equatable {
-    /// 1, 2, 3 … in the order the lines were made.
+    /// 1, 2, 3 … in the order the lines were made (a repeated line takes the newest number).
     public var sequence: Int
     public var atMicroseconds: Int64
     public var text: String
+    /// How many times the line came again, in other numbers only, right after itself; `text` and
+    /// `atMicroseconds` are the last time's.
+    public var repeats: Int
   }
 
   public struct MemberState: Sendable {

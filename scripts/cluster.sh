@@ -9,6 +9,9 @@
 #   scripts/cluster.sh down            SIGTERM every node and the controller (SIGKILL after 20 s)
 #   scripts/cluster.sh status          `node NAME API_URL ROLE` (or `down`) per node, and the
 #                                      controller's line
+#   scripts/cluster.sh demo            `up`, then a quorum write, a read on a follower, a kill -9 of
+#                                      the primary and a write on the new one, and the old primary's
+#                                      rejoin; leaves the cluster running (`down` stops it)
 #   scripts/cluster.sh kill NODE       SIGKILL one node (or `controller`)
 #   scripts/cluster.sh restart NODE    stop (if running) and start one node (or `controller`)
 #
@@ -118,7 +121,69 @@ wait_for_writes() {
   return 1
 }
 
+# The primary's name, as the controller (or, without one, the nodes) report it.
+primary_name() {
+  local name
+  if has_controller; then
+    curl -sf --max-time 2 "$(controller_url)/v1/cluster" | sed -n 's/.*"primary":{[^}]*"name":"\([^"]*\)".*/\1/p'
+    return
+  fi
+  for name in $(nodes); do
+    [ "$(role_of "$name")" = primary ] && { echo "$name"; return; }
+  done
+}
+
+show() { echo "\$ $*" >&2; "$@"; echo >&2; }
+
+demo() {
+  local primary follower url started new body
+  primary="$(primary_name)"
+  follower="$(nodes | grep -vx "$primary" | head -1)"
+  url="$(api_url "$primary")"
+  echo "== a write at quorum on the primary, $primary" >&2
+  curl -s -XPOST "$url/v1/namespaces" -d '{"name":"demo","dimension":3,"metric":"cosine","durability":"quorum"}' >/dev/null || true
+  body="$(show curl -s -XPOST "$url/v1/namespaces/demo/memories" \
+    -d '{"memories":[{"id":"m1","vector":[1,0,0],"text":"written before the failover"}],"durability":"quorum"}')"
+  echo "$body"
+  local lsn
+  lsn="$(sed -n 's/.*"lsn":\([0-9]*\).*/\1/p' <<<"$body")"
+  echo "== the same memory read on the follower $follower (min_lsn=$lsn: waits until applied there)" >&2
+  show curl -s "$(api_url "$follower")/v1/namespaces/demo/memories/m1?min_lsn=$lsn"
+  if ! has_controller; then
+    echo "(no controller in $configs: no failover to show)" >&2
+    return 0
+  fi
+  echo "== kill -9 the primary $primary; the controller promotes a follower" >&2
+  started="$(date +%s%N)"
+  stop_node "$primary" KILL
+  new=""
+  for _ in $(seq 1 300); do
+    new="$(primary_name)"
+    if [ -n "$new" ] && [ "$new" != "$primary" ] && \
+      curl -sf --max-time 2 -XPOST "$(api_url "$new")/v1/namespaces/demo/memories" \
+        -d '{"memories":[{"id":"m2","vector":[0,1,0],"text":"written after the failover"}],"durability":"quorum"}' \
+        >"$run_dir/demo-write.json"; then
+      break
+    fi
+    sleep 0.05
+  done
+  echo "new primary: $new; first quorum write acknowledged $(( ($(date +%s%N) - started) / 1000000 )) ms after the kill:" >&2
+  cat "$run_dir/demo-write.json"; echo
+  echo "== restart $primary: it rejoins as a follower" >&2
+  start_node "$primary"
+  wait_for_writes
+  for _ in $(seq 1 100); do
+    [ "$(role_of "$primary")" = follower ] && break
+    sleep 0.1
+  done
+}
+
 case "${1:-}" in
+  demo)
+    "$0" up
+    demo
+    print_status
+    ;;
   up)
     ensure_built
     ensure_certificates
@@ -144,7 +209,7 @@ case "${1:-}" in
     start_node "$2"
     ;;
   *)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -7,21 +7,24 @@ import MemWALServer
 /// `memwal ctl`: operate a running cluster.
 struct Ctl: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "ctl", abstract: "Operate a running cluster.", subcommands: [CtlStatus.self])
+    commandName: "ctl", abstract: "Operate a running cluster.",
+    subcommands: [CtlStatus.self, CtlSwitchover.self, CtlPromote.self, CtlSetQuorum.self])
 }
 
 /// `memwal ctl status --config FILE`: every member's role, epoch, LSNs and replication lag, as a
-/// table (or JSON), read from each node's `/v1/status`.
+/// table (or JSON), read from each node's `/v1/status`; and, when the cluster has a controller, its
+/// epoch, primary, phase and last status line from its `/v1/cluster`.
 struct CtlStatus: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "status",
     abstract: "Print each cluster member's role, epoch, durable and applied LSN, and lag.",
     discussion:
-      "Reads the members from a node's configuration (its cluster section). LAG is the primary's view of "
-      + "each follower: LSNs not yet flushed there, an estimate in bytes, and milliseconds since it was "
-      + "last caught up.")
+      "Reads the members from a configuration's cluster section (any member's, or the controller's). LAG is "
+      + "the primary's view of each follower: LSNs not yet flushed there, an estimate in bytes, and "
+      + "milliseconds since it was last caught up. With cluster.controller, a last line gives the "
+      + "controller's view (or says it is unreachable).")
 
-  @Option(help: "A node's YAML configuration with a cluster section (any member's will do).")
+  @Option(help: "A YAML configuration with a cluster section (any member's, or the controller's).")
   var config: String
 
   @Option(help: "Bearer token for nodes that require one (default: $MEMWAL_TOKEN).")
@@ -31,10 +34,7 @@ struct CtlStatus: AsyncParsableCommand {
   var json = false
 
   func run() async throws {
-    guard let settings = try loadConfiguration(config).cluster else {
-      warn("error: \(config) has no cluster section")
-      throw ExitCode(2)
-    }
+    let settings = try loadClusterSettings(config)
     let token = self.token ?? ProcessInfo.processInfo.environment["MEMWAL_TOKEN"]
     let names = settings.members.keys.sorted()
     var statuses: [String: Result<JSONValue, any Error>] = [:]
@@ -46,6 +46,10 @@ struct CtlStatus: AsyncParsableCommand {
         }
       }
       for await (name, result) in group { statuses[name] = result }
+    }
+    var controller: (lines: [String], json: JSONValue)?
+    if let api = settings.controller?.api {
+      controller = await ControllerEndpoint(baseURL: api).statusLines()
     }
     // The primary's view of each follower.
     var lag: [String: [String: JSONValue]] = [:]
@@ -65,7 +69,9 @@ struct CtlStatus: AsyncParsableCommand {
         case .failure(let error): members[name] = .object(["error": .string("\(error)")])
         }
       }
-      emit(JSONValue.object(["cluster": .string(settings.name), "members": .object(members)]).jsonText)
+      var output: JSONObject = ["cluster": .string(settings.name), "members": .object(members)]
+      if let controller { output["controller"] = controller.json }
+      emit(JSONValue.object(output).jsonText)
       return
     }
     var rows = [
@@ -107,6 +113,7 @@ struct CtlStatus: AsyncParsableCommand {
         row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(
           separator: "  "))
     }
+    for line in controller?.lines ?? [] { emit(line) }
   }
 
   static func text(_ value: JSONValue) -> String? {

@@ -5,7 +5,10 @@ struct MemWAL: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "memwal",
     abstract: "MemWAL: a write-ahead-logged, replicated memory store for AI-agent fleets.",
-    subcommands: [Serve.self, TokenCommand.self, CertsCommand.self, Ctl.self, WAL.self, Bench.self]
+    subcommands: [
+      Serve.self, ControllerCommand.self, TokenCommand.self, CertsCommand.self, Ctl.self, WAL.self,
+      Bench.self,
+    ]
   )
 }
 

@@ -7,8 +7,9 @@ extension MemWALClient {
   /// How a cluster client finds the primary again and retries (docs/failover.md, "Clients").
   public struct FailoverOptions: Sendable, Equatable {
     /// How long one call may take, rediscovery and retries included; then it throws (a write that
-    /// may have been sent as ``MemWALClientError/isIndeterminate``, any other as `unavailable` or
-    /// the last error a node answered).
+    /// may have been sent as ``MemWALClientError/isIndeterminate``, any other as `unavailable`).
+    /// Each request's timeout is cut to the time left, and the call gives up as soon as the next
+    /// pause would end after the deadline.
     public var deadline: Duration = .seconds(10)
     /// The first pause between attempts and between discovery rounds; it doubles up to
     /// `maximumBackoff`.

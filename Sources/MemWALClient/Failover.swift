@@ -151,11 +151,12 @@ struct Backoff {
   }
 
   /// Sleeps for the next pause; false (without sleeping) when it would end after `deadline`.
-  mutating func pause(before deadline: ContinuousClock.Instant) async throws -> Bool {
+  /// Cancellation ends the pause early: the caller checks for it.
+  mutating func pause(before deadline: ContinuousClock.Instant) async -> Bool {
     let pause = next
     next = min(next * 2, maximum)
     guard ContinuousClock.now + pause < deadline else { return false }
-    try await Task.sleep(for: pause)
+    try? await Task.sleep(for: pause)
     return true
   }
 }
@@ -232,7 +233,9 @@ extension MemWALClient {
           redirect = location
           continue
         }
-        attempt.lastError = .unavailable("\(url): too many redirects (last to \(location))")
+        let error = MemWALClientError.unavailable("\(url): too many redirects (last to \(location))")
+        guard failover != nil else { throw error }
+        attempt.lastError = error
         view.withLock { $0.forget(primary: rootOf(url), generation: generation) }
       case .notWritten(let error, let rediscover):
         attempt.lastError = error
@@ -256,7 +259,7 @@ extension MemWALClient {
         throw error
       }
       redirectsInARow = 0
-      guard try await attempt.backoff.pause(before: attempt.deadline) else { throw attempt.expired() }
+      guard await attempt.backoff.pause(before: attempt.deadline) else { throw attempt.expired() }
     }
   }
 
@@ -281,13 +284,14 @@ extension MemWALClient {
     }
     guard let failover else { return (baseURL + attempt.request.path, view.withLock { $0.generation }) }
     while true {
+      if Task.isCancelled { throw attempt.cancelled() }
       guard let roundTimeout = attemptTimeout(before: attempt.deadline) else { throw attempt.expired() }
       if let chosen = await discoverPrimary(
         timeout: min(roundTimeout, failover.discoveryTimeout.timeAmount), refused: attempt.refused)
       {
         return (chosen.address + attempt.request.path, chosen.generation)
       }
-      guard try await attempt.backoff.pause(before: attempt.deadline) else { throw attempt.expired() }
+      guard await attempt.backoff.pause(before: attempt.deadline) else { throw attempt.expired() }
     }
   }
 
@@ -328,7 +332,7 @@ extension MemWALClient {
           throw error
         }
       }
-      guard try await backoff.pause(before: deadline), let timeout = attemptTimeout(before: deadline) else {
+      guard await backoff.pause(before: deadline), let timeout = attemptTimeout(before: deadline) else {
         throw lastError
       }
       _ = await discoverPrimary(timeout: min(timeout, failover.discoveryTimeout.timeAmount), refused: [:])

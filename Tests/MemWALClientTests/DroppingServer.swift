@@ -15,6 +15,9 @@ final class DroppingServer: Sendable {
   private let listener: Int32
   /// The request line of every request dropped.
   private let dropped = Mutex<[String]>([])
+  /// What the server did, with times, for failure messages.
+  private let log = Mutex<[String]>([])
+  private let started = ContinuousClock.now
   private let finished = DispatchSemaphore(value: 0)
 
   init() throws {
@@ -37,17 +40,26 @@ final class DroppingServer: Sendable {
     }
     self.listener = listener
     self.port = Int(UInt16(bigEndian: address.sin_port))
+    note("listening")
     let thread = Thread { [self] in serve() }
     thread.start()
   }
 
   var droppedRequests: [String] { dropped.withLock { $0 } }
+  var events: [String] { log.withLock { $0 } }
 
-  /// Stops accepting and waits for the serving thread to end.
+  private func note(_ event: String) {
+    let elapsed = ContinuousClock.now - started
+    log.withLock { $0.append("\(elapsed): \(event)") }
+  }
+
+  /// Stops accepting and waits for the serving thread to end. The descriptor is closed only then:
+  /// closed earlier, its number could be reused by another test's socket while this thread still
+  /// calls `accept` on it.
   func stop() {
     shutdown(listener, Int32(SHUT_RDWR))
-    close(listener)
     finished.wait()
+    close(listener)
   }
 
   private func serve() {
@@ -55,13 +67,21 @@ final class DroppingServer: Sendable {
     while true {
       let connection = accept(listener, nil, nil)
       guard connection >= 0 else { return }
+      note("accepted")
+      // A connection that never sends a whole request must not hold up `stop()`.
+      var limit = timeval(tv_sec: 5, tv_usec: 0)
+      setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
       handle(connection)
       close(connection)
     }
   }
 
   private func handle(_ connection: Int32) {
-    guard let (requestLine, _) = readRequest(connection) else { return }
+    guard let (requestLine, _) = readRequest(connection) else {
+      note("closed before a whole request")
+      return
+    }
+    note(requestLine)
     if requestLine.hasPrefix("GET /v1/cluster") {
       let body =
         #"{"cluster":"fake","epoch":1,"node":"dropper","role":"primary","primary":{"name":"dropper","api":""#
@@ -97,7 +117,7 @@ final class DroppingServer: Sendable {
       }
     }
     let head = String(decoding: bytes[..<headEnd!], as: UTF8.self)
-    let requestLine = String(head.prefix { $0 != "\r" })
+    let requestLine = String(head.split(separator: "\r\n", maxSplits: 1).first ?? "")
     return (requestLine, Array(bytes[headEnd!...]))
   }
 }

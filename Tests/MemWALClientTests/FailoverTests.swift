@@ -115,17 +115,18 @@ import Testing
   @Test func aKeyedWriteThatKeepsBeingDroppedIsIndeterminateAtTheDeadline() async throws {
     let server = try DroppingServer()
     defer { server.stop() }
-    let client = MemWALClient(endpoints: [server.url], failover: Self.options(deadline: .milliseconds(800)))
+    // Deadlines in these tests leave room for a busy machine: the whole suite runs at once.
+    let client = MemWALClient(endpoints: [server.url], failover: Self.options(deadline: .seconds(2)))
     let start = ContinuousClock.now
     do {
       try await client.upsert([Self.memory("m")], in: "ns", durability: .quorum, idempotencyKey: "key-1")
       Issue.record("a dropped write was acknowledged")
     } catch let error as MemWALClientError {
-      #expect(error.isIndeterminate && error.idempotencyKey == "key-1", "\(error)")
+      #expect(error.isIndeterminate && error.idempotencyKey == "key-1", "\(error); \(server.events)")
     }
     // It gives up when the next pause (at most 200 ms) would end after the deadline.
     let elapsed = ContinuousClock.now - start
-    #expect(elapsed >= .milliseconds(550) && elapsed < .seconds(3), "\(elapsed)")
+    #expect(elapsed >= .milliseconds(1_750) && elapsed < .seconds(5), "\(elapsed)")
     #expect(server.droppedRequests.count >= 2)
   }
 
@@ -237,7 +238,7 @@ import Testing
       }
       // Nothing could have been written: a failure, not an indeterminate outcome.
       #expect(error.code == "unavailable", "\(error)")
-      #expect(elapsed >= .milliseconds(250) && elapsed < .seconds(3), "\(elapsed)")
+      #expect(elapsed >= .milliseconds(250) && elapsed < .seconds(4), "\(elapsed)")
 
       // A primary that logs and never answers: the request's own 30 s timeout is cut to the deadline.
       a.update {
@@ -245,14 +246,14 @@ import Testing
         $0.writes = .logThenHang
       }
       Self.point([a], at: a, members: [a])
-      let hanging = MemWALClient(endpoints: [a.url], failover: Self.options(deadline: .milliseconds(700)))
+      let hanging = MemWALClient(endpoints: [a.url], failover: Self.options(deadline: .seconds(2)))
       let hangStart = ContinuousClock.now
       let hung = await MemWALClient.Outcome {
         try await hanging.upsert([Self.memory("m")], in: "ns", idempotencyKey: "k")
       }
       let hangElapsed = ContinuousClock.now - hangStart
       #expect(hung.isIndeterminate, "\(hung)")
-      #expect(hangElapsed < .seconds(3), "\(hangElapsed)")
+      #expect(hangElapsed >= .milliseconds(1_750) && hangElapsed < .seconds(5), "\(hangElapsed)")
     }
   }
 
@@ -283,6 +284,44 @@ import Testing
       #expect(keys.count == 3 && Set(keys).count == 3 && !keys.contains(""))
       #expect([first, second, given].map(\.idempotencyKey) == keys.map { Optional($0) })
       #expect(given.idempotencyKey == "mine")
+    }
+  }
+
+  @Test func cancellingAWriteIsIndeterminateOnlyOnceItWasSent() async throws {
+    try await withFakeCluster { cluster in
+      let a = try await cluster.start("a", role: "primary")
+      Self.point([a], at: a, members: [a])
+      a.update { $0.writes = .logThenHang }
+      let client = MemWALClient(endpoints: [a.url], failover: Self.options())
+      let sent = Task {
+        await MemWALClient.Outcome {
+          try await client.upsert([Self.memory("m")], in: "ns", idempotencyKey: "k")
+        }
+      }
+      try await eventually("the primary has the write") { !a.snapshot.writeKeys.isEmpty }
+      sent.cancel()
+      #expect(await sent.value.isIndeterminate)
+
+      Self.point([a], at: nil, members: [a])
+      a.update {
+        $0.role = "follower"
+        $0.writes = .notPrimary
+      }
+      let waiting = Task {
+        await MemWALClient.Outcome { try await client.upsert([Self.memory("m")], in: "ns") }
+      }
+      let polledBefore = a.snapshot.clusterRequests
+      // Cancelled once the client has the refusal and polls, not while the request is in flight.
+      try await eventually("the write was refused and the client polls") {
+        a.snapshot.writeKeys.count == 2 && a.snapshot.clusterRequests > polledBefore
+      }
+      waiting.cancel()
+      guard case .failed(let error) = await waiting.value else {
+        Issue.record(
+          "a write refused everywhere and then cancelled was not a failure: \(await waiting.value)")
+        return
+      }
+      #expect(error is CancellationError, "\(error)")
     }
   }
 

@@ -5,8 +5,14 @@ import NIOHTTP1
 import NIOSSL
 import Synchronization
 
-/// A client of one MemWAL node's API (async/await). It remembers the highest LSN it has written
+/// A client of a MemWAL node or cluster (async/await). It remembers the highest LSN it has written
 /// and, unless told otherwise, reads with `min_lsn` set to it: read-your-writes, even on a replica.
+///
+/// Made with ``init(endpoints:token:httpClient:timeout:vectorEncoding:failover:)`` it finds the
+/// primary through `GET /v1/cluster`, finds it again when it fails over, retries writes when that
+/// is safe (nothing was sent, or the write carries an idempotency key), tries reads on another
+/// member, and reports a write whose outcome it cannot know as
+/// ``MemWALClientError/isIndeterminate`` (docs/failover.md, "Clients").
 public final class MemWALClient: Sendable {
   public enum Consistency: Sendable, Equatable {
     /// Wait until the node has applied this client's last write (the default).
@@ -28,34 +34,98 @@ public final class MemWALClient: Sendable {
     case json
   }
 
+  /// The node given to ``init(baseURL:token:httpClient:timeout:vectorEncoding:)``, or the first
+  /// endpoint given to ``init(endpoints:token:httpClient:timeout:vectorEncoding:failover:)``.
   public let baseURL: String
   let token: String?
   let http: HTTPClient
+  /// Bounds one request; ``FailoverOptions/deadline`` bounds a whole call with its retries.
   let timeout: TimeAmount
   let vectorEncoding: VectorEncoding
+  /// Nil for a client of one node: one attempt per call, a redirect followed once.
+  let failover: FailoverOptions?
+  let view: Mutex<ClusterView>
   private let lastWritten = Mutex<LSN>(.zero)
 
-  /// `baseURL` like `http://127.0.0.1:7600` (or `https://…` for a node with TLS, with an
-  /// `httpClient` from ``makeHTTPClient(trustingCertificateAuthorityFile:)``); `token` for a node
-  /// with tokens configured.
+  /// A client of the node at `baseURL`, like `http://127.0.0.1:7600` (or `https://…` for a node
+  /// with TLS, with an `httpClient` from ``makeHTTPClient(trustingCertificateAuthorityFile:)``);
+  /// `token` for a node with tokens configured. Each call makes one attempt (a redirect to the
+  /// primary is followed once) and does not look for another node.
   public init(
     baseURL: String, token: String? = nil, httpClient: HTTPClient = .shared,
     timeout: TimeAmount = .seconds(30), vectorEncoding: VectorEncoding = .base64
   ) {
-    self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+    self.baseURL = ClusterView.normalized(baseURL)
     self.token = token
     self.http = httpClient
     self.timeout = timeout
     self.vectorEncoding = vectorEncoding
+    self.failover = nil
+    self.view = Mutex(ClusterView(seeds: [baseURL], primary: baseURL))
   }
+
+  /// A client of the cluster reachable at `endpoints` (any of its nodes and the failover
+  /// controller, e.g. `["http://10.0.0.1:7600", "http://10.0.0.2:7600"]`); it learns the other
+  /// members and the primary from `GET /v1/cluster`. `httpClient` nil uses one shared client made
+  /// for failover (``makeHTTPClient()``); a client of your own should come from one of the
+  /// `makeHTTPClient` functions, which fail a refused connection at once and leave redirects to
+  /// this client. `timeout` bounds each request, `failover.deadline` each call.
+  public init(
+    endpoints: [String], token: String? = nil, httpClient: HTTPClient? = nil,
+    timeout: TimeAmount = .seconds(30), vectorEncoding: VectorEncoding = .base64,
+    failover: FailoverOptions = FailoverOptions()
+  ) {
+    precondition(!endpoints.isEmpty, "MemWALClient(endpoints:) needs at least one endpoint")
+    self.baseURL = ClusterView.normalized(endpoints[0])
+    self.token = token
+    self.http = httpClient ?? Self.sharedFailoverHTTPClient
+    self.timeout = timeout
+    self.vectorEncoding = vectorEncoding
+    self.failover = failover
+    self.view = Mutex(ClusterView(seeds: endpoints))
+  }
+
+  /// The address writes go to now (nil until a cluster client has found the primary).
+  public var primaryURL: String? { view.withLock { $0.primary } }
+
+  /// The members' client API addresses as `GET /v1/cluster` last listed them.
+  public var memberURLs: [String] { view.withLock { $0.members } }
+
+  /// An HTTP client suited to failover: a refused connection fails at once instead of being
+  /// retried until the request's deadline, connecting gives up after `connectTimeout`, and
+  /// redirects are left to ``MemWALClient`` (which learns the primary from them). The caller owns
+  /// it: call `shutdown()` on it when done.
+  public static func makeHTTPClient(
+    connectTimeout: TimeAmount = .seconds(1), tlsConfiguration: TLSConfiguration? = nil
+  ) -> HTTPClient {
+    HTTPClient(
+      eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+      configuration: failoverConfiguration(connectTimeout: connectTimeout, tls: tlsConfiguration))
+  }
+
+  static func failoverConfiguration(connectTimeout: TimeAmount, tls: TLSConfiguration?)
+    -> HTTPClient.Configuration
+  {
+    var configuration = HTTPClient.Configuration(
+      tlsConfiguration: tls, redirectConfiguration: .disallow,
+      timeout: .init(connect: connectTimeout, read: nil))
+    configuration.connectionPool.retryConnectionEstablishment = false
+    return configuration
+  }
+
+  /// The HTTP client of cluster clients made without one; like `HTTPClient.shared`, never shut down.
+  static let sharedFailoverHTTPClient = makeHTTPClient()
 
   /// An HTTP client for nodes that serve their API over HTTPS (`tls:` in their configuration) with
   /// a certificate issued by the CA in `certificateAuthorityFile` (PEM, e.g. the `ca.pem` of
   /// `memwal certs init`). Only that CA is trusted, not the system's store; the node's address
   /// must be one its certificate names (those of `memwal certs init` name the node, `localhost`
-  /// and `127.0.0.1`). The caller owns it: pass it as `httpClient` and call `shutdown()` on it
-  /// when done.
-  public static func makeHTTPClient(trustingCertificateAuthorityFile certificateAuthorityFile: String)
+  /// and `127.0.0.1`). It behaves as ``makeHTTPClient(connectTimeout:tlsConfiguration:)``'s. The
+  /// caller owns it: pass it as `httpClient` and call `shutdown()` on it when done.
+  public static func makeHTTPClient(
+    trustingCertificateAuthorityFile certificateAuthorityFile: String,
+    connectTimeout: TimeAmount = .seconds(1)
+  )
     throws(MemWALClientError) -> HTTPClient
   {
     let authorities: [NIOSSLCertificate]
@@ -75,8 +145,7 @@ public final class MemWALClient: Sendable {
     tls.minimumTLSVersion = .tlsv12
     tls.trustRoots = .certificates(authorities)
     tls.certificateVerification = .fullVerification
-    return HTTPClient(
-      eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: .init(tlsConfiguration: tls))
+    return makeHTTPClient(connectTimeout: connectTimeout, tlsConfiguration: tls)
   }
 
   /// The highest LSN this client has written (reads wait for it by default).
@@ -95,7 +164,7 @@ public final class MemWALClient: Sendable {
       [
         "name": .string(name), "dimension": .number(Double(dimension)), "metric": .string(metric.rawValue),
         "durability": .string(durability.description),
-      ])
+      ], durability: durability)
   }
 
   public func namespaces(consistency: Consistency = .readYourWrites) async throws -> [NamespaceConfig] {
@@ -103,6 +172,8 @@ public final class MemWALClient: Sendable {
     return try response.array("namespaces").map(Self.namespace)
   }
 
+  /// Namespace writes take no idempotency key: a cluster client retries them only when nothing was
+  /// sent.
   @discardableResult
   public func deleteNamespace(_ name: String) async throws -> WriteResult {
     try await write(.DELETE, "/v1/namespaces/\(escape(name))", nil)
@@ -110,18 +181,26 @@ public final class MemWALClient: Sendable {
 
   // MARK: memories
 
+  /// Upserts memories as one transaction. With an `idempotencyKey` (or
+  /// ``FailoverOptions/generatesIdempotencyKeys``) a cluster client retries the write after a
+  /// failover until it learns its outcome: a repeat of the key answers with the first outcome
+  /// (``WriteResult/isRepeat``) and writes nothing.
   @discardableResult
   public func upsert(
     _ memories: [MemoryRecord], in namespace: String, durability: Durability = .local,
     idempotencyKey: String? = nil
   ) async throws -> WriteResult {
+    let key = resolvedKey(idempotencyKey)
     var fields: JSONObject = ["durability": .string(durability.description)]
-    if let idempotencyKey { fields["idempotency_key"] = .string(idempotencyKey) }
+    if let key { fields["idempotency_key"] = .string(key) }
     // Written straight to bytes: the vectors are most of the body, and as JSONValues each
     // component would be an enum before it is text (RequestBody).
     var body = RequestBody(vectorEncoding: vectorEncoding)
     try body.appendMemories(memories, beside: fields)
-    return try await write(.POST, "/v1/namespaces/\(escape(namespace))/memories", body: body.bytes)
+    return try await write(
+      WriteRequest(
+        method: .POST, path: "/v1/namespaces/\(escape(namespace))/memories", body: body.bytes,
+        idempotencyKey: key, durability: durability))
   }
 
   /// The memory, or nil when there is none.
@@ -140,12 +219,14 @@ public final class MemWALClient: Sendable {
   }
 
   @discardableResult
-  public func deleteMemory(_ id: String, in namespace: String, ifVersion: LSN? = nil) async throws
+  public func deleteMemory(
+    _ id: String, in namespace: String, ifVersion: LSN? = nil, idempotencyKey: String? = nil
+  ) async throws
     -> WriteResult
   {
-    var query = ""
-    if let ifVersion { query = "?if_version=\(ifVersion)" }
-    return try await write(.DELETE, "/v1/namespaces/\(escape(namespace))/memories/\(escape(id))\(query)", nil)
+    try await delete(
+      "/v1/namespaces/\(escape(namespace))/memories/\(escape(id))", ifVersion: ifVersion,
+      idempotencyKey: idempotencyKey)
   }
 
   public struct SearchHit: Sendable, Equatable {
@@ -169,8 +250,7 @@ public final class MemWALClient: Sendable {
     }
     var body = RequestBody(vectorEncoding: vectorEncoding)
     try body.appendObject(fields, vector: vector, path: "vector")
-    let response = try await send(
-      .POST, "/v1/namespaces/\(escape(namespace))/search", query: [], body: body.bytes)
+    let response = try await read(.POST, "/v1/namespaces/\(escape(namespace))/search", body: body.bytes)
     return try response.array("results").map { value in
       let hit = try Fields(value)
       return SearchHit(
@@ -183,21 +263,25 @@ public final class MemWALClient: Sendable {
   // MARK: graph and transactions
 
   @discardableResult
-  public func upsert(nodes: [GraphNode], in namespace: String, durability: Durability = .local) async throws
+  public func upsert(
+    nodes: [GraphNode], in namespace: String, durability: Durability = .local, idempotencyKey: String? = nil
+  ) async throws
     -> WriteResult
   {
-    try await write(
-      .POST, "/v1/namespaces/\(escape(namespace))/graph/nodes",
-      ["nodes": .array(nodes.map(Self.json)), "durability": .string(durability.description)])
+    try await keyedWrite(
+      "/v1/namespaces/\(escape(namespace))/graph/nodes", ["nodes": .array(nodes.map(Self.json))],
+      durability: durability, idempotencyKey: idempotencyKey)
   }
 
   @discardableResult
-  public func upsert(edges: [GraphEdge], in namespace: String, durability: Durability = .local) async throws
+  public func upsert(
+    edges: [GraphEdge], in namespace: String, durability: Durability = .local, idempotencyKey: String? = nil
+  ) async throws
     -> WriteResult
   {
-    try await write(
-      .POST, "/v1/namespaces/\(escape(namespace))/graph/edges",
-      ["edges": .array(edges.map(Self.json)), "durability": .string(durability.description)])
+    try await keyedWrite(
+      "/v1/namespaces/\(escape(namespace))/graph/edges", ["edges": .array(edges.map(Self.json))],
+      durability: durability, idempotencyKey: idempotencyKey)
   }
 
   /// Neighbour node ids with the edges that lead to them, in edge-id order.
@@ -217,13 +301,21 @@ public final class MemWALClient: Sendable {
   }
 
   @discardableResult
-  public func deleteNode(_ id: String, in namespace: String) async throws -> WriteResult {
-    try await write(.DELETE, "/v1/namespaces/\(escape(namespace))/graph/nodes/\(escape(id))", nil)
+  public func deleteNode(_ id: String, in namespace: String, idempotencyKey: String? = nil) async throws
+    -> WriteResult
+  {
+    try await delete(
+      "/v1/namespaces/\(escape(namespace))/graph/nodes/\(escape(id))", ifVersion: nil,
+      idempotencyKey: idempotencyKey)
   }
 
   @discardableResult
-  public func deleteEdge(_ id: String, in namespace: String) async throws -> WriteResult {
-    try await write(.DELETE, "/v1/namespaces/\(escape(namespace))/graph/edges/\(escape(id))", nil)
+  public func deleteEdge(_ id: String, in namespace: String, idempotencyKey: String? = nil) async throws
+    -> WriteResult
+  {
+    try await delete(
+      "/v1/namespaces/\(escape(namespace))/graph/edges/\(escape(id))", ifVersion: nil,
+      idempotencyKey: idempotencyKey)
   }
 
   /// The node, or nil when there is none.
@@ -287,9 +379,9 @@ public final class MemWALClient: Sendable {
     _ operations: [JSONValue], in namespace: String, durability: Durability = .local,
     idempotencyKey: String? = nil
   ) async throws -> WriteResult {
-    var body: JSONObject = ["operations": .array(operations), "durability": .string(durability.description)]
-    if let idempotencyKey { body["idempotency_key"] = .string(idempotencyKey) }
-    return try await write(.POST, "/v1/namespaces/\(escape(namespace))/transactions", body)
+    try await keyedWrite(
+      "/v1/namespaces/\(escape(namespace))/transactions", ["operations": .array(operations)],
+      durability: durability, idempotencyKey: idempotencyKey)
   }
 
   /// The node's status object.
@@ -308,18 +400,75 @@ public final class MemWALClient: Sendable {
     }
   }
 
-  private func write(_ method: HTTPMethod, _ path: String, _ body: JSONObject?) async throws -> WriteResult {
-    try await write(method, path, body: body.map { Array(JSONValue.object($0).jsonText.utf8) })
+  /// A write with a JSON body that takes an idempotency key.
+  private func keyedWrite(
+    _ path: String, _ fields: JSONObject, durability: Durability, idempotencyKey: String?
+  )
+    async throws -> WriteResult
+  {
+    let key = resolvedKey(idempotencyKey)
+    var fields = fields
+    fields["durability"] = .string(durability.description)
+    if let key { fields["idempotency_key"] = .string(key) }
+    return try await write(
+      WriteRequest(
+        method: .POST, path: path, body: Array(JSONValue.object(fields).jsonText.utf8), idempotencyKey: key,
+        durability: durability))
   }
 
-  private func write(_ method: HTTPMethod, _ path: String, body: [UInt8]?) async throws -> WriteResult {
-    let response = try await send(method, path, query: [], body: body)
-    let result = WriteResult(
-      lsn: LSN(UInt64(try response.integer("lsn"))), epoch: Epoch(UInt64(try response.integer("epoch"))),
-      durability: Durability(name: try response.string("durability")) ?? .memory,
-      isRepeat: response.optionalBool("repeat") ?? false)
+  /// A delete of one record: the precondition and the idempotency key travel in the query.
+  private func delete(_ path: String, ifVersion: LSN?, idempotencyKey: String?) async throws -> WriteResult {
+    let key = resolvedKey(idempotencyKey)
+    var query: [(String, String)] = []
+    if let ifVersion { query.append(("if_version", String(ifVersion.rawValue))) }
+    if let key { query.append(("idempotency_key", key)) }
+    return try await write(
+      WriteRequest(
+        method: .DELETE, path: withQuery(path, query), body: nil, idempotencyKey: key, durability: nil))
+  }
+
+  /// A write without an idempotency key (namespaces).
+  private func write(_ method: HTTPMethod, _ path: String, _ body: JSONObject?, durability: Durability? = nil)
+    async throws -> WriteResult
+  {
+    try await write(
+      WriteRequest(
+        method: method, path: path, body: body.map { Array(JSONValue.object($0).jsonText.utf8) },
+        idempotencyKey: nil, durability: durability))
+  }
+
+  private func write(_ request: WriteRequest) async throws -> WriteResult {
+    let response = try await perform(request)
+    let result: WriteResult
+    do {
+      result = WriteResult(
+        lsn: LSN(UInt64(try response.integer("lsn"))), epoch: Epoch(UInt64(try response.integer("epoch"))),
+        durability: Durability(name: try response.string("durability")) ?? .memory,
+        isRepeat: response.optionalBool("repeat") ?? false, requestedDurability: request.durability,
+        idempotencyKey: request.idempotencyKey)
+    } catch {
+      // The node acknowledged something this client cannot read: whether it is this write is unknown.
+      throw MemWALClientError(
+        status: 200, code: "indeterminate", message: "the write's acknowledgement is unreadable: \(error)",
+        idempotencyKey: request.idempotencyKey)
+    }
     lastWritten.withLock { $0 = max($0, result.lsn) }
     return result
+  }
+
+  /// The key a write carries: the caller's, or a new one when the client generates them.
+  private func resolvedKey(_ given: String?) -> String? {
+    if let given { return given }
+    guard failover?.generatesIdempotencyKeys == true else { return nil }
+    return Self.makeIdempotencyKey()
+  }
+
+  /// 128 random bits in hex.
+  static func makeIdempotencyKey() -> String {
+    var generator = SystemRandomNumberGenerator()
+    let high = String(generator.next() as UInt64, radix: 16).leftPadded(to: 16)
+    let low = String(generator.next() as UInt64, radix: 16).leftPadded(to: 16)
+    return "client-" + high + low
   }
 
   private func read(
@@ -327,31 +476,18 @@ public final class MemWALClient: Sendable {
   ) async throws
     -> Fields
   {
-    try await send(method, path, query: query, body: body.map { Array(JSONValue.object($0).jsonText.utf8) })
+    try await read(
+      method, withQuery(path, query), body: body.map { Array(JSONValue.object($0).jsonText.utf8) })
   }
 
-  private func send(_ method: HTTPMethod, _ path: String, query: [(String, String)], body: [UInt8]?)
-    async throws -> Fields
-  {
-    var url = baseURL + path
-    if !query.isEmpty {
-      url += (path.contains("?") ? "&" : "?") + query.map { "\($0.0)=\(escape($0.1))" }.joined(separator: "&")
-    }
-    var request = HTTPClientRequest(url: url)
-    request.method = method
-    if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-    if let body {
-      request.headers.add(name: "Content-Type", value: "application/json")
-      request.body = .bytes(ByteBuffer(bytes: body))
-    }
-    let response = try await http.execute(request, timeout: timeout)
-    let bytes = try await response.body.collect(upTo: 256 << 20)
-    let value =
-      bytes.readableBytes == 0 ? JSONValue.null : try JSONParser.parse(Array(bytes.readableBytesView))
-    guard (200..<300).contains(Int(response.status.code)) else {
-      throw MemWALClientError(status: Int(response.status.code), response: value)
-    }
-    return try Fields(value)
+  private func read(_ method: HTTPMethod, _ path: String, body: [UInt8]?) async throws -> Fields {
+    try await performRead(ReadRequest(method: method, path: path, body: body))
+  }
+
+  func withQuery(_ path: String, _ query: [(String, String)]) -> String {
+    guard !query.isEmpty else { return path }
+    return path + (path.contains("?") ? "&" : "?")
+      + query.map { "\($0.0)=\(escape($0.1))" }.joined(separator: "&")
   }
 
   func escape(_ component: String) -> String {
@@ -374,34 +510,24 @@ public final class MemWALClient: Sendable {
 public struct WriteResult: Sendable, Equatable {
   public var lsn: LSN
   public var epoch: Epoch
+  /// The durability reached (a repeat of an idempotency key reports what the answering node holds).
   public var durability: Durability
+  /// True when this answers a repeat of an idempotency key: nothing new was written.
   public var isRepeat: Bool
-}
+  /// The durability the call asked for, when it named one.
+  public var requestedDurability: Durability?
+  /// The idempotency key the write carried (given, or generated by the client).
+  public var idempotencyKey: String?
 
-/// An error the node answered with (`{"error": {"code", "message"}}`), or a response the client
-/// could not read.
-public struct MemWALClientError: Error, Equatable, Sendable, CustomStringConvertible {
-  public var status: Int
-  public var code: String
-  public var message: String
-
-  init(status: Int, code: String, message: String) {
-    self.status = status
-    self.code = code
-    self.message = message
+  public init(
+    lsn: LSN, epoch: Epoch, durability: Durability, isRepeat: Bool, requestedDurability: Durability? = nil,
+    idempotencyKey: String? = nil
+  ) {
+    self.lsn = lsn
+    self.epoch = epoch
+    self.durability = durability
+    self.isRepeat = isRepeat
+    self.requestedDurability = requestedDurability
+    self.idempotencyKey = idempotencyKey
   }
-
-  init(status: Int, response: JSONValue) {
-    if case .object(let top) = response, case .object(let error)? = top["error"],
-      case .string(let code)? = error["code"]
-    {
-      let message: String
-      if case .string(let text)? = error["message"] { message = text } else { message = "" }
-      self.init(status: status, code: code, message: message)
-    } else {
-      self.init(status: status, code: "unexpected_response", message: response.jsonText)
-    }
-  }
-
-  public var description: String { "\(status) \(code): \(message)" }
 }

@@ -24,6 +24,6 @@ struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench",
     abstract: "Benchmarks whose figures back docs/benchmarks.md.",
-    subcommands: [WALBench.self, ANNBench.self, StoreBench.self, HTTPBench.self]
+    subcommands: [WALBench.self, ANNBench.self, StoreBench.self, HTTPBench.self, FailoverBench.self]
   )
 }

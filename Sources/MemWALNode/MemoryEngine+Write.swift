@@ -74,7 +74,7 @@ extension MemoryEngine {
     }
     let outcome: WriteOutcome
     do {
-      outcome = try await self.outcome(of: ticket, requested: durability)
+      outcome = try await logged(ticket)
     } catch {
       writeLock.withLock { $0.recordLSN(.zero, of: sequence) }
       throw error
@@ -86,7 +86,7 @@ extension MemoryEngine {
       state.recordLSN(outcome.lsn, of: sequence)
     }
     if outcome.lsn <= store.appliedLSN { pruneOverlay() }
-    return outcome
+    return try await replicated(outcome, requested: durability)
   }
 
   func currentNamespace(_ name: String, _ state: WriteState) -> NamespaceConfig? {
@@ -131,15 +131,17 @@ extension MemoryEngine {
     switch prepared {
     case .done(var outcome):
       outcome.isRepeat = true
-      return outcome
+      return try await replicated(outcome, requested: request.durability)
     case .repeat(let broadcast):
       var outcome = try await broadcast.wait().get()
       outcome.isRepeat = true
-      return outcome
+      return try await replicated(outcome, requested: request.durability)
     case .submitted(let submission):
+      // What the log did decides the key's outcome: once logged, a repeat of the key finds this
+      // LSN (and waits for the replication it asks for) even if this call's wait fails.
       let result: Result<WriteOutcome, WriteError>
       do {
-        result = .success(try await outcome(of: submission.ticket, requested: request.durability))
+        result = .success(try await logged(submission.ticket))
       } catch {
         result = .failure(error)
       }
@@ -159,7 +161,7 @@ extension MemoryEngine {
       submission.broadcast?.publish(result)
       // The applier may have applied the record before its LSN was noted here: prune now.
       if let lsn = try? result.get().lsn, lsn <= store.appliedLSN { pruneOverlay() }
-      return try result.get()
+      return try await replicated(try result.get(), requested: request.durability)
     }
   }
 
@@ -325,20 +327,24 @@ extension MemoryEngine {
     try? await log.waitForRoom()
   }
 
-  /// Waits for the log to take the write on this node, then (for `quorum` and `all_applied`) for
-  /// the replication gate, if the node has one.
-  private func outcome(of ticket: AppendTicket, requested: Durability) async throws(WriteError)
+  /// For `quorum` and `all_applied`: waits for the replication gate, if the node has one, to
+  /// confirm `outcome` (a new write or a repeat found on this node) at the level asked for.
+  private func replicated(_ outcome: WriteOutcome, requested: Durability) async throws(WriteError)
     -> WriteOutcome
   {
+    guard requested > .local, outcome.durability == .local, let gate = replicationGate else { return outcome }
+    var confirmed = outcome
+    confirmed.durability = try await gate.wait(for: outcome.lsn, epoch: outcome.epoch, reaching: requested)
+    return confirmed
+  }
+
+  /// Waits for the log to take the write on this node.
+  private func logged(_ ticket: AppendTicket) async throws(WriteError) -> WriteOutcome {
     do {
       let result = try await ticket.result()
-      var outcome = WriteOutcome(
+      return WriteOutcome(
         lsn: result.lsn, epoch: result.epoch, transactionID: result.transactionID,
         durability: result.durability, isRepeat: false)
-      if requested > .local, outcome.durability == .local, let gate = replicationGate {
-        outcome.durability = try await gate.wait(for: outcome.lsn, epoch: outcome.epoch, reaching: requested)
-      }
-      return outcome
     } catch let error as WriteError {
       throw error
     } catch let error as WALError {

@@ -116,4 +116,44 @@ import Testing
     }
     #expect(gate.seen.withLock { $0.map(\.1) } == [.quorum, .allApplied])
   }
+
+  /// A gate that refuses until told to confirm.
+  final class ScriptedGate: ReplicationGate {
+    let confirms = Atomic<Bool>(false)
+    func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError)
+      -> Durability
+    {
+      guard confirms.load(ordering: .relaxed) else { throw .insufficientReplicas("no follower confirmed") }
+      return durability
+    }
+  }
+
+  /// A keyed quorum write logged here but not confirmed by followers keeps its key: a retry does
+  /// not write it again (even before the applier has applied it), and answers `quorum` only once
+  /// the followers confirm the first write's LSN.
+  @Test func aRetriedKeyAfterAnUnconfirmedQuorumWriteIsNotWrittenTwice() async throws {
+    let clock = TestClock()
+    let primary = try await Self.open(SimulatedFileSystem(), clock: clock, role: .primary)
+    defer { Task { await primary.close() } }
+    let gate = ScriptedGate()
+    primary.replicationGate = gate
+    _ = try await primary.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
+    let request = TransactionRequest(
+      namespace: "agents", operations: [.upsertMemory(MemoryRecord(id: "m", vector: [1, 0, 0]))],
+      idempotencyKey: "k1", durability: .quorum)
+    await #expect(throws: WriteError.insufficientReplicas("no follower confirmed")) {
+      try await primary.execute(request)
+    }
+    let logged = primary.log.positions.written.value
+    await #expect(throws: WriteError.insufficientReplicas("no follower confirmed")) {
+      try await primary.execute(request)
+    }
+    gate.confirms.store(true, ordering: .relaxed)
+    let repeated = try await primary.execute(request)
+    #expect(repeated.isRepeat && repeated.lsn == logged && repeated.durability == .quorum)
+    try await primary.waitForApplied(logged)
+    let again = try await primary.execute(request)
+    #expect(again.isRepeat && again.lsn == logged && again.durability == .quorum)
+    #expect(primary.log.positions.written.value == logged)
+  }
 }

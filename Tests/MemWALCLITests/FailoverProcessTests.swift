@@ -1,0 +1,335 @@
+import Foundation
+import MemWALClient
+import MemWALCore
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Three `memwal serve` processes and a `memwal controller` on loopback (issue 6), configured
+/// like cluster-configs/local-3 with free ports and the controller's defaults (heartbeat 200 ms,
+/// failure timeout 1 s).
+final class ManagedCluster {
+  let directory: ScratchDirectory
+  let names = ["n1", "n2", "n3"]
+  var apiPorts: [String: Int] = [:]
+  var controllerPort = 0
+  var processes: [String: ServerProcess] = [:]
+
+  init(quorum: Int = 1) throws {
+    directory = try ScratchDirectory()
+    let certificates = directory.path + "/certs"
+    let made = try runMemwal([
+      "certs", "init", "--out", certificates, "--nodes", names.joined(separator: ","), "--controller",
+    ])
+    guard made.status == 0 else { throw CLIError("certs init failed: \(made.stderr)") }
+    var replication: [String: Int] = [:]
+    var control: [String: Int] = [:]
+    for name in names {
+      apiPorts[name] = try freePort()
+      replication[name] = try freePort()
+      control[name] = try freePort()
+    }
+    controllerPort = try freePort()
+    let members = names.map { name in
+      "    \(name): {api: \"http://127.0.0.1:\(apiPorts[name]!)\", replication: \"127.0.0.1:\(replication[name]!)\", "
+        + "control: \"127.0.0.1:\(control[name]!)\"}"
+    }.joined(separator: "\n")
+    let cluster = """
+      cluster:
+        name: failover-test
+        node: NODE
+        initial_primary: n1
+        quorum: \(quorum)
+        certificates: \(certificates)
+        controller: {api: "http://127.0.0.1:\(controllerPort)", state_directory: \(directory.path)/controller}
+        members:
+      \(members)
+
+      """
+    for name in names {
+      let text =
+        "data_dir: \(directory.path)/\(name)\nlisten: 127.0.0.1:\(apiPorts[name]!)\ndevelopment_mode: true\n"
+        + cluster.replacingOccurrences(of: "NODE", with: name)
+      try text.write(toFile: configPath(name), atomically: true, encoding: .utf8)
+    }
+    try ("development_mode: true\n" + cluster.replacingOccurrences(of: "NODE", with: "controller"))
+      .write(toFile: configPath("controller"), atomically: true, encoding: .utf8)
+  }
+
+  func configPath(_ name: String) -> String { directory.path + "/\(name).yaml" }
+  func apiURL(_ name: String) -> String { "http://127.0.0.1:\(apiPorts[name]!)" }
+
+  func start(_ name: String) throws {
+    let command = name == "controller" ? "controller" : "serve"
+    processes[name] = try ServerProcess(arguments: [command, "--config", configPath(name)])
+  }
+
+  func startAll() throws {
+    for name in names { try start(name) }
+    try start("controller")
+  }
+
+  func kill(_ name: String, _ signal: Int32 = SIGKILL) {
+    processes.removeValue(forKey: name)?.kill(signal)
+  }
+
+  /// SIGSTOP or SIGCONT, without waiting for an exit.
+  func pause(_ name: String, _ signal: Int32) {
+    if let process = processes[name] { Glibc.kill(process.process.processIdentifier, signal) }
+  }
+
+  func json(port: Int, _ path: String) throws -> [String: JSONValue] {
+    let (code, body) = try http("GET", port: port, path)
+    guard code == 200, case .object(let fields) = try JSONParser.parse(Array(body.utf8)) else {
+      throw CLIError("GET \(path) on \(port): \(code) \(body)")
+    }
+    return fields
+  }
+
+  func status(_ name: String) throws -> [String: JSONValue] { try json(port: apiPorts[name]!, "/v1/status") }
+
+  /// The controller's primary and epoch.
+  func controllerView() throws -> (primary: String?, epoch: Int) {
+    let fields = try json(port: controllerPort, "/v1/cluster")
+    var primary: String?
+    if case .object(let entry)? = fields["primary"], case .string(let name)? = entry["name"] {
+      primary = name
+    }
+    guard case .number(let epoch)? = fields["epoch"] else { throw CLIError("no epoch in \(fields)") }
+    return (primary, Int(epoch))
+  }
+
+  func number(_ fields: [String: JSONValue], _ key: String) -> Int {
+    if case .number(let value)? = fields[key] { return Int(value) }
+    return -1
+  }
+
+  /// Whether `name` is primary with both followers streaming.
+  func isServing(_ name: String, followers: Int = 2) throws -> Bool {
+    let fields = try status(name)
+    guard fields["role"] == .string("primary"), case .object(let replication)? = fields["replication"],
+      case .array(let list)? = replication["followers"]
+    else { return false }
+    return list.filter {
+      if case .object(let f) = $0 { return f["state"] == .string("streaming") }
+      return false
+    }.count >= followers
+  }
+
+  /// Waits for the controller's primary to serve with both followers streaming; returns it.
+  func servingPrimary(seconds: Double = 60) async throws -> String {
+    var found: String?
+    try await eventually("a primary with both followers streaming", seconds: seconds) {
+      guard let primary = try controllerView().primary, try isServing(primary) else { return false }
+      found = primary
+      return true
+    }
+    return found!
+  }
+
+  func digest(_ name: String, at lsn: Int) throws -> String {
+    let fields = try json(port: apiPorts[name]!, "/v1/digest?as_of_lsn=\(lsn)")
+    guard case .string(let digest)? = fields["digest"] else { throw CLIError("no digest: \(fields)") }
+    return digest
+  }
+
+  /// Every node applied everything the primary holds, and all report the same digest there.
+  func converge(primary: String) async throws {
+    let last = number(try status(primary), "durable_lsn")
+    try await eventually("every node applied LSN \(last)") {
+      try names.allSatisfy { number(try status($0), "applied_lsn") >= last }
+    }
+    let digests = try names.map { try digest($0, at: last) }
+    #expect(Set(digests).count == 1, "digests at LSN \(last): \(digests)")
+  }
+
+  /// Whether memory `id` is readable on `name` (204/404 → false).
+  func has(_ id: String, on name: String) throws -> Bool {
+    let (code, body) = try http("GET", port: apiPorts[name]!, "/v1/namespaces/agents/memories/\(id)")
+    guard code == 200 || code == 404 else { throw CLIError("read \(id) on \(name): \(code) \(body)") }
+    return code == 200
+  }
+
+  func eventually(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+      if (try? condition()) == true { return }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    throw CLIError("timed out waiting for \(what)")
+  }
+
+  func stopAll() {
+    for name in ["controller"] + names {
+      pause(name, SIGCONT)
+      kill(name, SIGTERM)
+    }
+    directory.remove()
+  }
+}
+
+/// What a workload saw: each write acknowledged, failed or indeterminate.
+final class Outcomes: Sendable {
+  private let state = Mutex<(acknowledged: [String], failed: [String], indeterminate: [String])>(([], [], []))
+  func record(_ id: String, _ outcome: Result<WriteResult, any Error>) {
+    state.withLock { state in
+      switch outcome {
+      case .success: state.acknowledged.append(id)
+      case .failure(let error as MemWALClientError) where error.isIndeterminate:
+        state.indeterminate.append(id)
+      case .failure: state.failed.append(id)
+      }
+    }
+  }
+  var acknowledged: [String] { state.withLock { $0.acknowledged } }
+  var failed: [String] { state.withLock { $0.failed } }
+  var indeterminate: [String] { state.withLock { $0.indeterminate } }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(5))) struct FailoverProcessTests {
+  /// Writers at `quorum` with idempotency keys through MemWALClient, `count` writes each.
+  static func load(_ client: MemWALClient, writers: Int, count: Int, prefix: String, outcomes: Outcomes) async
+  {
+    await withTaskGroup(of: Void.self) { group in
+      for writer in 0..<writers {
+        group.addTask {
+          for index in 0..<count {
+            let id = "\(prefix)-\(writer)-\(index)"
+            do {
+              let result = try await client.upsert(
+                [MemoryRecord(id: id, vector: [Float(writer), Float(index), 1, 2])], in: "agents",
+                durability: .quorum, idempotencyKey: id)
+              outcomes.record(id, .success(result))
+            } catch {
+              outcomes.record(id, .failure(error))
+            }
+          }
+        }
+      }
+    }
+  }
+
+  static func setUp(_ cluster: ManagedCluster) async throws -> (primary: String, client: MemWALClient) {
+    try cluster.startAll()
+    let primary = try await cluster.servingPrimary()
+    let client = MemWALClient(endpoints: cluster.names.map(cluster.apiURL), timeout: .seconds(10))
+    try await client.createNamespace("agents", dimension: 4, metric: .l2, durability: .quorum)
+    return (primary, client)
+  }
+
+  /// (a) `kill -9` of the primary under load: a follower is promoted, the load goes on through
+  /// the client, the old primary rejoins as a follower, the three digests agree and every
+  /// acknowledged write is on every node.
+  @Test func killingThePrimaryUnderLoadLosesNoAcknowledgedWrite() async throws {
+    let cluster = try ManagedCluster()
+    defer { cluster.stopAll() }
+    let (primary, client) = try await Self.setUp(cluster)
+    let before = try cluster.controllerView()
+    let outcomes = Outcomes()
+    async let running: Void = Self.load(client, writers: 4, count: 150, prefix: "a", outcomes: outcomes)
+    try await cluster.eventually("100 writes acknowledged") { outcomes.acknowledged.count >= 100 }
+    cluster.kill(primary)
+    await running
+    let after = try cluster.controllerView()
+    #expect(after.primary != nil && after.primary != primary && after.epoch > before.epoch)
+    #expect(outcomes.acknowledged.count > 100, "only \(outcomes.acknowledged.count) acknowledged")
+
+    try cluster.start(primary)
+    let newPrimary = try await cluster.servingPrimary()
+    #expect(newPrimary == after.primary)
+    try await cluster.eventually("\(primary) follows again") {
+      try cluster.status(primary)["role"] == .string("follower")
+    }
+    try await cluster.converge(primary: newPrimary)
+    for name in cluster.names {
+      let missing = try outcomes.acknowledged.filter { !(try cluster.has($0, on: name)) }
+      #expect(missing.isEmpty, "\(name) lacks acknowledged writes \(missing.prefix(10))")
+    }
+  }
+
+  /// (b) SIGSTOP of the primary for longer than the failure timeout, then SIGCONT: it is fenced
+  /// (no `quorum` write is acknowledged by it in the old epoch any more), it rejoins as a follower,
+  /// and a `local` write it acknowledged after the new epoch began is not in the final state.
+  @Test func aPausedPrimaryIsFencedAndRejoins() async throws {
+    let cluster = try ManagedCluster()
+    defer { cluster.stopAll() }
+    let (primary, client) = try await Self.setUp(cluster)
+    let before = try cluster.controllerView()
+    let outcomes = Outcomes()
+    await Self.load(client, writers: 2, count: 50, prefix: "b", outcomes: outcomes)
+    #expect(outcomes.acknowledged.count == 100)
+
+    cluster.pause(primary, SIGSTOP)
+    try await cluster.eventually("a new primary in a new epoch", seconds: 30) {
+      let view = try cluster.controllerView()
+      return view.primary != nil && view.primary != primary && view.epoch > before.epoch
+    }
+    let newEpoch = try cluster.controllerView().epoch
+    cluster.pause(primary, SIGCONT)
+    // Pinned to the old primary (no rediscovery): anything it acknowledges in an epoch below the
+    // new one must not survive.
+    let pinned = MemWALClient(baseURL: cluster.apiURL(primary), timeout: .seconds(5))
+    var staleLocal: [String] = []
+    for index in 0..<20 {
+      let id = "stale-\(index)"
+      if let result = try? await pinned.upsert(
+        [MemoryRecord(id: id, vector: [9, Float(index), 9, 9])], in: "agents", durability: .local),
+        result.epoch.rawValue < newEpoch
+      {
+        staleLocal.append(id)
+      }
+      do {
+        let result = try await pinned.upsert(
+          [MemoryRecord(id: "q-\(index)", vector: [8, Float(index), 8, 8])], in: "agents", durability: .quorum
+        )
+        #expect(
+          result.epoch.rawValue >= newEpoch,
+          "the fenced primary acknowledged a quorum write in \(result.epoch)")
+      } catch {}
+    }
+    let newPrimary = try await cluster.servingPrimary()
+    try await cluster.eventually("\(primary) follows again") {
+      try cluster.status(primary)["role"] == .string("follower")
+    }
+    await Self.load(client, writers: 2, count: 20, prefix: "b2", outcomes: outcomes)
+    try await cluster.converge(primary: newPrimary)
+    for name in cluster.names {
+      for id in staleLocal { #expect(!(try cluster.has(id, on: name)), "\(id) survived on \(name)") }
+      let missing = try outcomes.acknowledged.filter { !(try cluster.has($0, on: name)) }
+      #expect(missing.isEmpty, "\(name) lacks acknowledged writes \(missing.prefix(10))")
+    }
+  }
+
+  /// (c) `memwal ctl switchover --to NODE` under load: the target becomes primary in a new epoch,
+  /// the old primary follows, and no acknowledged write is lost.
+  @Test func aSwitchoverLosesNothing() async throws {
+    let cluster = try ManagedCluster()
+    defer { cluster.stopAll() }
+    let (primary, client) = try await Self.setUp(cluster)
+    let target = cluster.names.first { $0 != primary }!
+    let before = try cluster.controllerView()
+    let outcomes = Outcomes()
+    async let running: Void = Self.load(client, writers: 4, count: 100, prefix: "c", outcomes: outcomes)
+    try await cluster.eventually("50 writes acknowledged") { outcomes.acknowledged.count >= 50 }
+    let switched = try runMemwal([
+      "ctl", "switchover", "--to", target, "--config", cluster.configPath(target),
+    ])
+    #expect(switched.status == 0, "\(switched.stdout)\(switched.stderr)")
+    await running
+    let after = try cluster.controllerView()
+    #expect(after.primary == target && after.epoch > before.epoch)
+    try await cluster.eventually("\(primary) follows \(target)") {
+      try cluster.status(primary)["role"] == .string("follower")
+    }
+    _ = try await cluster.servingPrimary()
+    try await cluster.converge(primary: target)
+    #expect(outcomes.acknowledged.count + outcomes.indeterminate.count + outcomes.failed.count == 400)
+    for name in cluster.names {
+      let missing = try outcomes.acknowledged.filter { !(try cluster.has($0, on: name)) }
+      #expect(missing.isEmpty, "\(name) lacks acknowledged writes \(missing.prefix(10))")
+    }
+  }
+}

@@ -82,8 +82,12 @@ struct FailoverBench: AsyncParsableCommand {
         failures.append(
           "trial \(trial): no write acknowledged in a new epoch within 30 s of killing \(primary)")
       }
+      let restarted = ContinuousClock.now
       try cluster.start(primary)
       try await waitForRejoin(cluster, node: primary, timeout: 60)
+      if !json {
+        emit("trial \(trial): \(primary) restarted and caught up in \(ContinuousClock.now - restarted)")
+      }
     }
     await load.stop()
     for task in writerTasks { await task.value }
@@ -146,7 +150,7 @@ struct FailoverBench: AsyncParsableCommand {
       }
       try await Task.sleep(for: .milliseconds(20))
     }
-    throw CLIError("\(node) did not rejoin within \(Int(timeout)) s")
+    throw CLIError("\(node) did not rejoin within \(Int(timeout)) s (logs in \(cluster.directory))")
   }
 }
 

@@ -349,6 +349,8 @@ public struct FailoverController: Sendable {
   private mutating func considerFailover() -> [ControllerAction] {
     guard now >= nextElectionNanoseconds else { return [] }
     guard let primary = record.primary else {
+      // An election nobody can answer would only use up epochs.
+      guard memberNames.contains(where: isReachable) else { return [] }
       return startElection(reason: "no primary yet", candidates: Set(memberNames))
     }
     let unfinished = record.members.contains {

@@ -64,6 +64,17 @@ final class NodeRoles: @unchecked Sendable {
 
   /// Starts the replicator the persisted role calls for, then the role task.
   func start() async throws {
+    if isManaged && fencing.state.role == .primary {
+      // A restarted primary does not take writes until the controller confirms it is still the
+      // primary (it then sends `resume`); if the cluster moved on, it is told to follow instead,
+      // and nothing was acknowledged here in the meantime.
+      let current = fencing.state
+      let waiting = FencingState(
+        promisedEpoch: current.promisedEpoch, role: .draining, epoch: current.epoch, primary: nil)
+      try FencingStateFile.store(waiting, directory: dataDirectory, fileSystem: host.engine.log.fileSystem)
+      fencing = NodeFencing(state: waiting)
+      published.withLock { $0.fencing = waiting }
+    }
     let state = fencing.state
     switch state.role {
     case .primary, .draining:

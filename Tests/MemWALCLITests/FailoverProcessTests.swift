@@ -333,3 +333,85 @@ final class Outcomes: Sendable {
     }
   }
 }
+
+/// Runs `bash SCRIPT ARGS` with its output in files, reaping it with `waitpid` (the script leaves
+/// background processes behind; Foundation's `Process` waits on its pipes and its reaper, neither of
+/// which is safe here). Returns the exit status and the output, or throws after `timeout`.
+func runScript(_ script: String, _ arguments: [String], environment: [String: String], timeout: Double)
+  async throws
+  -> CommandResult
+{
+  let scratch = try ScratchDirectory()
+  defer { scratch.remove() }
+  let outPath = scratch.path + "/out"
+  let errPath = scratch.path + "/err"
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+  posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+  posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+  let argv = ["/bin/bash", script] + arguments
+  let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
+  var cArgv = argv.map { strdup($0) } + [nil]
+  var cEnv = env.map { strdup($0) } + [nil]
+  defer {
+    for pointer in cArgv { free(pointer) }
+    for pointer in cEnv { free(pointer) }
+  }
+  var pid: pid_t = 0
+  let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, &cArgv, &cEnv)
+  guard spawned == 0 else { throw CLIError("posix_spawn failed: \(spawned)") }
+  let deadline = Date().addingTimeInterval(timeout)
+  var status: Int32 = 0
+  while waitpid(pid, &status, WNOHANG) == 0 {
+    guard Date() < deadline else {
+      kill(pid, SIGKILL)
+      _ = waitpid(pid, &status, 0)
+      throw CLIError("\(script) \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+    }
+    try await Task.sleep(for: .milliseconds(20))
+  }
+  let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+  return CommandResult(
+    status: exit, stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+    stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+}
+
+/// `scripts/cluster.sh` (the README's first command runs its `demo`): up, a quorum write, a read on
+/// a follower, a kill -9 of the primary and a write on the new one, the old primary's rejoin, and
+/// `down` — on configurations like cluster-configs/local-3 with free ports in a scratch directory.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ClusterScriptTests {
+  @Test func theDemoFailsOverAndDownStopsEverything() async throws {
+    let cluster = try ManagedCluster()
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("scripts/cluster.sh").path
+    let environment = [
+      "MEMWAL_CLUSTER_CONFIGS": cluster.directory.path, "MEMWAL_RUN_DIR": cluster.directory.path + "/run",
+      "MEMWAL_BINARY": try memwalBinary().path,
+    ]
+    var failure: (any Error)?
+    do {
+      let demo = try await runScript(script, ["demo"], environment: environment, timeout: 240)
+      #expect(demo.status == 0, "\(demo.stdout)\n\(demo.stderr)")
+      let lines = demo.stdout.split(separator: "\n").map(String.init)
+      let nodes = lines.filter { $0.hasPrefix("node ") }
+      // `up` prints the three nodes and the controller, then the demo's final status does again.
+      #expect(nodes.filter { $0.hasSuffix(" primary") }.count == 2, "\(demo.stdout)")
+      #expect(lines.contains("controller http://127.0.0.1:\(cluster.controllerPort)"), "\(demo.stdout)")
+      #expect(demo.stderr.contains("new primary: n"), "\(demo.stderr)")
+      #expect(demo.stderr.contains("first quorum write acknowledged"), "\(demo.stderr)")
+      #expect(demo.stdout.contains("\"durability\":\"quorum\""), "\(demo.stdout)")
+      let finalLines = Array(nodes.suffix(3))
+      #expect(finalLines.filter { $0.hasSuffix(" follower") }.count == 2, "\(demo.stdout)")
+    } catch {
+      failure = error
+    }
+    let down = try await runScript(script, ["down"], environment: environment, timeout: 120)
+    #expect(down.status == 0, "\(down.stderr)")
+    let status = try await runScript(script, ["status"], environment: environment, timeout: 60)
+    #expect(status.stdout.split(separator: "\n").allSatisfy { $0.hasSuffix(" down") }, "\(status.stdout)")
+    cluster.directory.remove()
+    if let failure { throw failure }
+  }
+}

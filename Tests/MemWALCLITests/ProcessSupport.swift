@@ -30,9 +30,17 @@ struct CommandResult {
 
 /// Runs `memwal ARGS` to completion (bounded by `timeout`) and returns its exit status and output.
 func runMemwal(_ arguments: [String], timeout: TimeInterval = 120) throws -> CommandResult {
+  try runProgram(try memwalBinary(), arguments, timeout: timeout)
+}
+
+/// Runs a program to completion (bounded by `timeout`), with `environment` added to this process's.
+func runProgram(
+  _ executable: URL, _ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 120
+) throws -> CommandResult {
   let process = Process()
-  process.executableURL = try memwalBinary()
+  process.executableURL = executable
   process.arguments = arguments
+  process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
   let out = Pipe()
   let err = Pipe()
   process.standardOutput = out
@@ -52,7 +60,9 @@ func runMemwal(_ arguments: [String], timeout: TimeInterval = 120) throws -> Com
   if group.wait(timeout: .now() + timeout) == .timedOut {
     process.terminate()
     kill(process.processIdentifier, SIGKILL)
-    throw CLIError("memwal \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+    throw CLIError(
+      "\(executable.lastPathComponent) \(arguments.joined(separator: " ")) did not finish within \(timeout) s"
+    )
   }
   process.waitUntilExit()
   return CommandResult(

@@ -188,12 +188,15 @@ final class ScriptedController: Sendable {
       let n1 = try await cluster.start("n1")
       let n2 = try await cluster.start("n2")
       let n3 = try await cluster.start("n3")
+      let c1 = try await cluster.controller("n1")
+      // A managed primary takes writes only once the controller confirms it.
+      #expect(try await c1.report().role == .draining)
+      #expect(try await c1.send(.resume(epoch: n1.host.engine.log.currentEpoch)) == .done)
       _ = try await n1.host.engine.createNamespace(
         NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
       let acknowledged = try await Self.write(n1.host.engine, 0..<50, durability: .quorum)
 
       // The followers see n1; n1 reports itself primary.
-      let c1 = try await cluster.controller("n1")
       let c2 = try await cluster.controller("n2")
       let c3 = try await cluster.controller("n3")
       try await Self.eventually("followers see the primary") {
@@ -288,10 +291,15 @@ final class ScriptedController: Sendable {
       let n1 = try await cluster.start("n1")
       _ = try await cluster.start("n2")
       _ = try await cluster.start("n3")
+      let c1 = try await cluster.controller("n1")
+      await #expect(throws: WriteError.self) {
+        try await n1.host.engine.createNamespace(
+          NamespaceConfig(name: "early", dimension: 4, metric: .cosine))
+      }
+      #expect(try await c1.send(.resume(epoch: n1.host.engine.log.currentEpoch)) == .done)
       _ = try await n1.host.engine.createNamespace(
         NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
       _ = try await Self.write(n1.host.engine, 0..<10, durability: .quorum)
-      let c1 = try await cluster.controller("n1")
       let epoch = n1.host.engine.log.currentEpoch
       #expect(try await c1.send(.drain(epoch: epoch)) == .done)
       let report = try await c1.report()

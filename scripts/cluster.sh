@@ -30,7 +30,7 @@ mkdir -p "$run_dir"
 
 nodes() { for file in "$configs"/*.yaml; do [ "$(basename "$file")" = controller.yaml ] || basename "$file" .yaml; done; }
 has_controller() { [ -f "$configs/controller.yaml" ]; }
-controller_url() { sed -n 's/.*controller: *{api: *"\([^"]*\)".*/\1/p' "$configs/controller.yaml" | head -1; }
+controller_url() { sed -n 's/.*controller: *{api: *"\([^"]*\)".*/\1/p' "$configs/controller.yaml" | sed -n 1p; }
 
 # The API URL a configuration listens on (its `listen:` line).
 api_url() { echo "http://$(sed -n 's/^listen: *//p' "$configs/$1.yaml" | tr -d '"')"; }
@@ -57,7 +57,7 @@ ensure_built() {
 
 ensure_certificates() {
   local certs
-  certs="$(sed -n 's/^ *certificates: *//p' "$configs/$(nodes | head -1).yaml" | tr -d '"')"
+  certs="$(sed -n 's/^ *certificates: *//p' "$configs/$(nodes | sed -n 1p).yaml" | tr -d '"')"
   if [ ! -f "$certs/ca.pem" ]; then
     "$binary" certs init --out "$certs" --nodes "$(nodes | paste -sd, -)" --controller >&2
   fi
@@ -112,7 +112,7 @@ wait_for_writes() {
       status="$(curl -sf --max-time 2 "$(api_url "$name")/v1/status" || true)"
       case "$status" in *'"role":"primary"'*) ;; *) continue ;; esac
       quorum="$(sed -n 's/^ *quorum: *//p' "$configs/$name.yaml")"
-      streaming="$(grep -o '"state":"streaming"' <<<"$status" | wc -l)"
+      streaming="$(grep -o '"state":"streaming"' <<<"$status" | wc -l || true)"
       if [ "$streaming" -ge "${quorum:-1}" ]; then return 0; fi
     done
     sleep 0.2
@@ -137,8 +137,8 @@ show() { echo "\$ $*" >&2; "$@"; echo >&2; }
 
 demo() {
   local primary follower url started new body
-  primary="$(primary_name)"
-  follower="$(nodes | grep -vx "$primary" | head -1)"
+  primary="$(primary_name || true)"
+  follower="$(nodes | grep -vx "$primary" | sed -n 1p)"
   url="$(api_url "$primary")"
   echo "== a write at quorum on the primary, $primary" >&2
   curl -s -XPOST "$url/v1/namespaces" -d '{"name":"demo","dimension":3,"metric":"cosine","durability":"quorum"}' >/dev/null || true
@@ -158,7 +158,7 @@ demo() {
   stop_node "$primary" KILL
   new=""
   for _ in $(seq 1 300); do
-    new="$(primary_name)"
+    new="$(primary_name || true)"
     if [ -n "$new" ] && [ "$new" != "$primary" ] && \
       curl -sf --max-time 2 -XPOST "$(api_url "$new")/v1/namespaces/demo/memories" \
         -d '{"memories":[{"id":"m2","vector":[0,1,0],"text":"written after the failover"}],"durability":"quorum"}' \

@@ -17,7 +17,8 @@ final class LocalProcessCluster: @unchecked Sendable {
   private var processes: [String: Process] = [:]
   private let binary: String
 
-  init(directory: String, nodes count: Int = 3, quorum: Int = 1) throws {
+  /// - Parameter checkpointEveryBytes: the nodes' `checkpoint.every_bytes` (nil: the default).
+  init(directory: String, nodes count: Int = 3, quorum: Int = 1, checkpointEveryBytes: Int? = nil) throws {
     self.directory = directory
     self.names = (1...count).map { "n\($0)" }
     self.quorum = quorum
@@ -52,6 +53,7 @@ final class LocalProcessCluster: @unchecked Sendable {
     for name in names {
       let text =
         "data_dir: \(directory)/\(name)\nlisten: 127.0.0.1:\(apiPorts[name]!)\ndevelopment_mode: true\n"
+        + (checkpointEveryBytes.map { "checkpoint:\n  every_bytes: \($0)\n" } ?? "")
         + cluster.replacingOccurrences(of: "NODE", with: name)
       try text.write(toFile: "\(directory)/\(name).yaml", atomically: true, encoding: .utf8)
     }

@@ -196,6 +196,9 @@ public final class MemoryEngine: @unchecked Sendable {
       guard !records.isEmpty else { break }
       try await applierThread.perform { [store] in store.apply(records) }
       replayed += records.count
+      // What was replayed counts toward the next checkpoint: a node that restarts often would
+      // otherwise never reach the threshold, and replay the whole log on every start.
+      bytesSinceCheckpoint.add(records.reduce(0) { $0 + $1.approximateBytes }, ordering: .relaxed)
     }
     return replayed
   }

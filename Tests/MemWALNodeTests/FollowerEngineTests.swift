@@ -156,4 +156,43 @@ import Testing
     #expect(again.isRepeat && again.lsn == logged && again.durability == .quorum)
     #expect(primary.log.positions.written.value == logged)
   }
+
+  /// Replayed WAL counts toward the checkpoint threshold: a node restarted more often than it
+  /// writes `checkpointEveryBytes` still checkpoints, instead of replaying a growing log forever.
+  @Test func replayedBytesCountTowardTheNextCheckpoint() async throws {
+    let clock = TestClock()
+    let disk = SimulatedFileSystem()
+    var options = engineOptions(clock: clock)
+    options.checkpointEveryBytes = 40_000
+    func open() async throws -> MemoryEngine {
+      try await MemoryEngine.open(directory: "/node", options: options, fileSystem: disk, logger: quietLogger)
+    }
+    func write(_ engine: MemoryEngine, _ ids: Range<Int>) async throws {
+      for id in ids {
+        clock.advance()
+        _ = try await engine.execute(
+          TransactionRequest(
+            namespace: "agents",
+            operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0]))]))
+      }
+      try await engine.waitForApplied(engine.log.positions.written.value)
+    }
+    var engine = try await open()
+    _ = try await engine.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
+    var id = 0
+    // Each run writes less than the threshold, then the node restarts.
+    var perRun = 0
+    while engine.log.checkpointLSNs.isEmpty && id < 2_000 {
+      let before = id
+      while engine.log.checkpointLSNs.isEmpty, id - before < 50 {
+        try await write(engine, id..<id + 1)
+        id += 1
+      }
+      perRun = id - before
+      await engine.close()
+      engine = try await open()
+    }
+    #expect(!engine.log.checkpointLSNs.isEmpty, "no checkpoint after \(id) writes in runs of \(perRun)")
+    await engine.close()
+  }
 }

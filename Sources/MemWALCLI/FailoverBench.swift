@@ -17,7 +17,7 @@ struct FailoverBench: AsyncParsableCommand {
       + "free loopback ports in a scratch directory, runs writers at `quorum` with idempotency keys, and "
       + "per trial SIGKILLs the primary, measures until the first write acknowledged in the new epoch, then "
       + "restarts the old primary and waits for it to rejoin. At the end every acknowledged write is read "
-      + "back from the final primary. The nodes checkpoint every 8 MiB of WAL (--checkpoint-every-bytes) so "
+      + "back from the final primary. The nodes checkpoint every 2 MiB of WAL (--checkpoint-every-bytes) so "
       + "a restart replays little.")
 
   @Option(help: "Directory to run in (a fresh subdirectory is made and removed).")
@@ -35,7 +35,7 @@ struct FailoverBench: AsyncParsableCommand {
   @Option(
     name: .customLong("checkpoint-every-bytes"),
     help: "The nodes' checkpoint.every_bytes: a restarted node replays the log after its last checkpoint.")
-  var checkpointEveryBytes: Int = 8 << 20
+  var checkpointEveryBytes: Int = 2 << 20
 
   @Flag(help: "Print one JSON object.")
   var json = false

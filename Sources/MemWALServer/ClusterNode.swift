@@ -139,7 +139,7 @@ public final class ClusterNode: Sendable {
       } ?? .null,
       "promised_epoch": fencing.map { .number(Double($0.promisedEpoch.rawValue)) } ?? .null,
       "controller": settings.controller.map { .string($0.api) } ?? .null,
-      "quorum": .number(Double(settings.quorum)),
+      "quorum": .number(Double(primary?.quorum ?? settings.quorum)),
       "members": .array(
         settings.members.keys.sorted().map { name in
           .object([
@@ -155,7 +155,7 @@ public final class ClusterNode: Sendable {
     guard let settings else { return .null }
     var fields: JSONObject = [
       "cluster": .string(settings.name), "node": .string(settings.node),
-      "quorum": .number(Double(settings.quorum)),
+      "quorum": .number(Double(primary?.quorum ?? settings.quorum)),
     ]
     if let primary {
       let bytesPerRecord = averageRecordBytes()

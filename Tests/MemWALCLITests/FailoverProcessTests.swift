@@ -13,12 +13,13 @@ import Testing
 /// failure timeout 1 s).
 final class ManagedCluster {
   let directory: ScratchDirectory
-  let names = ["n1", "n2", "n3"]
+  let names: [String]
   var apiPorts: [String: Int] = [:]
   var controllerPort = 0
   var processes: [String: ServerProcess] = [:]
 
-  init(quorum: Int = 1) throws {
+  init(names: [String] = ["n1", "n2", "n3"], quorum: Int = 1, extra: String = "") throws {
+    self.names = names
     directory = try ScratchDirectory()
     let certificates = directory.path + "/certs"
     let made = try runMemwal([
@@ -44,6 +45,7 @@ final class ManagedCluster {
         initial_primary: n1
         quorum: \(quorum)
         certificates: \(certificates)
+      \(extra)
         controller: {api: "http://127.0.0.1:\(controllerPort)", state_directory: \(directory.path)/controller}
         members:
       \(members)
@@ -107,8 +109,9 @@ final class ManagedCluster {
     return -1
   }
 
-  /// Whether `name` is primary with both followers streaming.
-  func isServing(_ name: String, followers: Int = 2) throws -> Bool {
+  /// Whether `name` is primary with `followers` (default: all the others) streaming.
+  func isServing(_ name: String, followers: Int? = nil) throws -> Bool {
+    let followers = followers ?? names.count - 1
     let fields = try status(name)
     guard fields["role"] == .string("primary"), case .object(let replication)? = fields["replication"],
       case .array(let list)? = replication["followers"]
@@ -120,10 +123,12 @@ final class ManagedCluster {
   }
 
   /// Waits for the controller's primary to serve with both followers streaming; returns it.
-  func servingPrimary(seconds: Double = 60) async throws -> String {
+  func servingPrimary(seconds: Double = 60, followers: Int? = nil) async throws -> String {
     var found: String?
-    try await eventually("a primary with both followers streaming", seconds: seconds) {
-      guard let primary = try controllerView().primary, try isServing(primary) else { return false }
+    try await eventually("a primary with its followers streaming", seconds: seconds) {
+      guard let primary = try controllerView().primary, try isServing(primary, followers: followers) else {
+        return false
+      }
       found = primary
       return true
     }
@@ -301,6 +306,61 @@ final class Outcomes: Sendable {
       let missing = try outcomes.acknowledged.filter { !(try cluster.has($0, on: name)) }
       #expect(missing.isEmpty, "\(name) lacks acknowledged writes \(missing.prefix(10))")
     }
+  }
+
+  /// The lone survivor of a 2-node cluster (k = 1): it is promoted (N − k + 1 = 1 promise), but
+  /// with no follower left a `quorum` write waits `quorum_timeout_ms` and fails with
+  /// `insufficient_replicas` — never a silent downgrade — until `ctl set-quorum 0`; the change is in
+  /// the WAL; the old primary rejoins and `set-quorum 1` restores k.
+  @Test func theLoneSurvivorOfATwoNodeClusterRefusesQuorumWritesUntilKIsLowered() async throws {
+    let cluster = try ManagedCluster(names: ["n1", "n2"], extra: "  quorum_timeout_ms: 1000\n")
+    defer { cluster.stopAll() }
+    let (primary, client) = try await Self.setUp(cluster)
+    let survivor = cluster.names.first { $0 != primary }!
+    let before = try cluster.controllerView()
+    _ = try await client.upsert(
+      [MemoryRecord(id: "before", vector: [1, 1, 1, 1])], in: "agents", durability: .quorum,
+      idempotencyKey: "before")
+    cluster.kill(primary)
+    try await cluster.eventually("\(survivor) promoted", seconds: 30) {
+      let view = try cluster.controllerView()
+      return view.primary == survivor && view.epoch > before.epoch
+    }
+    try await cluster.eventually("\(survivor) takes writes") {
+      try cluster.status(survivor)["role"] == .string("primary")
+    }
+    let port = cluster.apiPorts[survivor]!
+    let (code, body) = try http(
+      "POST", port: port, "/v1/namespaces/agents/memories",
+      #"{"memories":[{"id":"alone","vector":[1,2,3,4]}],"durability":"quorum"}"#)
+    #expect(code == 503 && body.contains("insufficient_replicas"), "\(code) \(body)")
+    let (localCode, _) = try http(
+      "POST", port: port, "/v1/namespaces/agents/memories",
+      #"{"memories":[{"id":"alone-local","vector":[1,2,3,4]}],"durability":"local"}"#)
+    #expect(localCode == 200)
+
+    let lowered = try runMemwal(["ctl", "set-quorum", "0", "--config", cluster.configPath(survivor)])
+    #expect(lowered.status == 0, "\(lowered.stdout)\(lowered.stderr)")
+    try await cluster.eventually("k = 0 on \(survivor)") {
+      guard case .object(let replication)? = try cluster.status(survivor)["replication"] else { return false }
+      return replication["quorum"] == .number(0)
+    }
+    let (quorumCode, quorumBody) = try http(
+      "POST", port: port, "/v1/namespaces/agents/memories",
+      #"{"memories":[{"id":"k0","vector":[1,2,3,4]}],"durability":"quorum"}"#)
+    #expect(quorumCode == 200, "\(quorumBody)")
+    let dump = try runMemwal(["wal", "dump", cluster.directory.path + "/" + survivor])
+    #expect(dump.stdout.contains("quorum-change k=0"), "\(dump.stdout.suffix(500))")
+
+    try cluster.start(primary)
+    let raised = try runMemwal(["ctl", "set-quorum", "1", "--config", cluster.configPath(survivor)])
+    #expect(raised.status == 0, "\(raised.stdout)\(raised.stderr)")
+    _ = try await cluster.servingPrimary()
+    let result = try await client.upsert(
+      [MemoryRecord(id: "after", vector: [2, 2, 2, 2])], in: "agents", durability: .quorum,
+      idempotencyKey: "after")
+    #expect(result.durability == .quorum)
+    try await cluster.converge(primary: survivor)
   }
 
   /// (c) `memwal ctl switchover --to NODE` under load: the target becomes primary in a new epoch,

@@ -7,13 +7,14 @@
 # parallel; then, one test at a time, the suites whose TLS handshakes, heartbeats and timeouts need
 # a free thread of Swift's cooperative pool (two threads on two cores) while other tests may block
 # one with synchronous process and socket I/O or hold one with a crash sweep: several replicating
-# nodes in one process or as child processes, the TLS suites, and the controller against fake nodes.
+# nodes in one process or as child processes, the TLS suites, the controller against fake nodes,
+# and the cluster client against fake nodes with deadlines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build --build-tests
 if [ "$#" -gt 0 ]; then
   exec swift test --skip-build "$@"
 fi
-timing='ReplicationTests|ClusterProcessTests|PeerTLSTests|APITLSTests|NodeControlTests|ControllerService|ControllerCommandTests|FailoverProcessTests|ClusterScriptTests'
+timing='ReplicationTests|ClusterProcessTests|PeerTLSTests|APITLSTests|NodeControlTests|ControllerService|ControllerCommandTests|FailoverProcessTests|ClusterScriptTests|MemWALClientTests.FailoverTests'
 swift test --skip-build --skip "$timing"
 swift test --skip-build --no-parallel --filter "$timing"

@@ -289,7 +289,11 @@ struct ControllerEndpoint {
       let epoch = Self.integer(value, "epoch").map(String.init) ?? "?"
       let primary = Self.primaryName(value) ?? "none"
       let phase = Self.string(value, "phase") ?? "?"
-      var lines = ["controller \(baseURL) epoch \(epoch) primary \(primary) phase \(phase)"]
+      let quorum = Self.integer(value, "quorum").map(String.init) ?? "?"
+      let floor = Self.integer(value, "quorum_floor").map(String.init) ?? "?"
+      var lines = [
+        "controller \(baseURL) epoch \(epoch) primary \(primary) k \(quorum) (floor \(floor)) phase \(phase)"
+      ]
       if let last = Self.string(value, "last_status"), !last.isEmpty {
         lines.append("  last status: \(last)")
       }

@@ -40,7 +40,8 @@ import Testing
     #expect(controller.port == port)
     let status = try runMemwal(["ctl", "status", "--config", config])
     #expect(status.status == 0, "\(status.stderr)")
-    #expect(status.stdout.contains("controller http://127.0.0.1:\(port) epoch 0 primary none phase "))
+    #expect(
+      status.stdout.contains("controller http://127.0.0.1:\(port) epoch 0 primary none k 1 (floor 1) phase "))
 
     let quorum = try runMemwal(["ctl", "set-quorum", "2", "--config", config])
     #expect(quorum.status == 0, "\(quorum.stderr)")

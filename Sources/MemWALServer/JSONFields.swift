@@ -116,11 +116,16 @@ struct JSONFields {
     return LSN(UInt64(value))
   }
 
-  /// A time as RFC 3339 text or integer microseconds since the Unix epoch.
+  /// The microseconds RFC 3339 text can write (years 0000 to 9999), as responses print times.
+  static let timeRange: Range<Double> = -62_167_219_200_000_000..<253_402_300_800_000_000
+
+  /// A time as RFC 3339 text or integer microseconds since the Unix epoch; microseconds outside
+  /// `timeRange` are refused (beyond Int64, `Int64(value)` would trap).
   func optionalTime(_ key: String) throws(APIError) -> Int64? {
     switch fields[key] {
     case nil, .null?: return nil
-    case .number(let value)? where value == value.rounded(): return Int64(value)
+    case .number(let value)? where value == value.rounded() && Self.timeRange.contains(value):
+      return Int64(value)
     case .string(let text)? where isQuery && Int64(text) != nil: return Int64(text)
     case .string(let text)?:
       guard let micros = parseRFC3339(text) else {

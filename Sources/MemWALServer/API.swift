@@ -259,7 +259,7 @@ public struct API: Sendable {
     return engine.latestReadPoint()
   }
 
-  /// Query parameters as JSON fields (numbers where they parse as integers).
+  /// Query parameters as JSON fields, every value a string (numeric fields parse their text).
   func query(_ request: Request) -> JSONFields {
     var fields: JSONObject = [:]
     for (key, value) in request.uri.queryParameters { fields[String(key)] = .string(String(value)) }

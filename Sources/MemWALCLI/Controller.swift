@@ -315,17 +315,5 @@ struct ControllerAnswerError: Error, CustomStringConvertible {
 /// Reads the cluster section of a configuration file (any member's, or the controller's); an
 /// unreadable file or a bad key is reported on standard error and ends the command with status 2.
 func loadClusterSettings(_ path: String) throws -> ClusterSettings {
-  let text: String
-  do {
-    text = try String(contentsOfFile: path, encoding: .utf8)
-  } catch {
-    warn("error: cannot read configuration \(path): \(error.localizedDescription)")
-    throw ExitCode(2)
-  }
-  do {
-    return try ClusterSettings.load(yaml: text)
-  } catch {
-    warn("error: \(path): \(error)")
-    throw ExitCode(2)
-  }
+  try loadConfigurationFile(path) { try ClusterSettings.load(yaml: $0) }
 }

@@ -93,6 +93,12 @@ struct Serve: AsyncParsableCommand {
 /// Reads and parses a node's configuration file; an unreadable file or a bad key is reported on
 /// standard error and ends the command with exit status 2.
 func loadConfiguration(_ path: String) throws -> NodeConfiguration {
+  try loadConfigurationFile(path) { try NodeConfiguration.parse(yaml: $0) }
+}
+
+/// Reads `path` and parses it with `parse`; an unreadable file or a parse error is reported on
+/// standard error and ends the command with exit status 2.
+func loadConfigurationFile<Value>(_ path: String, _ parse: (String) throws -> Value) throws -> Value {
   let text: String
   do {
     text = try String(contentsOfFile: path, encoding: .utf8)
@@ -101,7 +107,7 @@ func loadConfiguration(_ path: String) throws -> NodeConfiguration {
     throw ExitCode(2)
   }
   do {
-    return try NodeConfiguration.parse(yaml: text)
+    return try parse(text)
   } catch {
     warn("error: \(path): \(error)")
     throw ExitCode(2)

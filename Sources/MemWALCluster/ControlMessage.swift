@@ -140,7 +140,7 @@ extension ControlReply {
     switch self {
     case .report(let report):
       writer.write(Kind.report)
-      writer.write(ControlWire.roleCode(report.role))
+      writer.write(report.role.code)
       writer.write(report.epoch.rawValue)
       writer.write(report.promisedEpoch.rawValue)
       writer.write(report.flushedLSN.rawValue)
@@ -179,7 +179,7 @@ extension ControlReply {
     case Kind.report:
       let roleOffset = reader.offset
       let roleCode: UInt8 = try reader.read()
-      guard let role = ControlWire.role(roleCode) else {
+      guard let role = FencedRole(code: roleCode) else {
         throw ByteDecodingError.invalidValue(
           field: "role", offset: roleOffset, detail: "unknown role \(roleCode)")
       }
@@ -239,23 +239,6 @@ extension ControlReply {
 
 /// Constants of the control messages (docs/failover.md, "Wire").
 public enum ControlWire {
-  /// The largest k a `set_quorum` request may carry.
-  public static let maximumQuorumFollowers = 1_024
-
-  static func roleCode(_ role: FencedRole) -> UInt8 {
-    switch role {
-    case .primary: return 1
-    case .draining: return 2
-    case .follower: return 3
-    }
-  }
-
-  static func role(_ code: UInt8) -> FencedRole? {
-    switch code {
-    case 1: return .primary
-    case 2: return .draining
-    case 3: return .follower
-    default: return nil
-    }
-  }
+  /// The largest k a `set_quorum` request or a report may carry (what a quorum-change record holds).
+  public static let maximumQuorumFollowers = QuorumChange.maximum
 }

@@ -46,6 +46,24 @@ public enum FencedRole: String, Sendable, Equatable {
   /// A primary told to stop taking writes for a switchover; it still streams its log.
   case draining
   case follower
+
+  /// The role's byte on the wire and in the fencing state file.
+  public var code: UInt8 {
+    switch self {
+    case .primary: return 1
+    case .draining: return 2
+    case .follower: return 3
+    }
+  }
+
+  public init?(code: UInt8) {
+    switch code {
+    case 1: self = .primary
+    case 2: self = .draining
+    case 3: self = .follower
+    default: return nil
+    }
+  }
 }
 
 /// What a node tells the controller in answer to a heartbeat.

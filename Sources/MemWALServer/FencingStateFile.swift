@@ -29,7 +29,7 @@ public enum FencingStateFile {
     writer.write(magic)
     writer.write(version)
     writer.write(state.promisedEpoch.rawValue)
-    writer.write(roleCode(state.role))
+    writer.write(state.role.code)
     writer.write(state.epoch.rawValue)
     let name = Array((state.primary ?? "").utf8.prefix(WALFormat.maximumNameBytes))
     writer.write(UInt16(name.count))
@@ -53,7 +53,7 @@ public enum FencingStateFile {
         guard found == version else { throw fail("unknown version \(found)") }
         let promised = Epoch(try reader.read(UInt64.self))
         let code: UInt8 = try reader.read()
-        guard let role = role(code) else { throw fail("unknown role \(code)") }
+        guard let role = FencedRole(code: code) else { throw fail("unknown role \(code)") }
         let epoch = Epoch(try reader.read(UInt64.self))
         let length = Int(try reader.read(UInt16.self))
         let primary = try reader.readString(length, field: "primary")
@@ -93,22 +93,5 @@ public enum FencingStateFile {
     }
     try fileSystem.rename(temporary, to: path)
     try fileSystem.syncDirectory(directory)
-  }
-
-  static func roleCode(_ role: FencedRole) -> UInt8 {
-    switch role {
-    case .primary: return 1
-    case .draining: return 2
-    case .follower: return 3
-    }
-  }
-
-  static func role(_ code: UInt8) -> FencedRole? {
-    switch code {
-    case 1: return .primary
-    case 2: return .draining
-    case 3: return .follower
-    default: return nil
-    }
   }
 }

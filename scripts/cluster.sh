@@ -108,6 +108,13 @@ all_processes() { nodes; if has_controller; then echo controller; fi; }
 wait_for_writes() {
   local deadline=$((SECONDS + 60)) name status quorum streaming
   while [ "$SECONDS" -lt "$deadline" ]; do
+    for name in $(all_processes); do
+      if [ -f "$run_dir/$name.pid" ] && ! pid_of "$name" >/dev/null; then
+        echo "$name exited while the cluster was starting; the end of $run_dir/$name.log:" >&2
+        tail -n 20 "$run_dir/$name.log" >&2 || true
+        return 1
+      fi
+    done
     for name in $(nodes); do
       status="$(curl -sf --max-time 2 "$(api_url "$name")/v1/status" || true)"
       case "$status" in *'"role":"primary"'*) ;; *) continue ;; esac

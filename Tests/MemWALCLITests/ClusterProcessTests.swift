@@ -7,24 +7,8 @@ import Testing
   import Glibc
 #endif
 
-/// A free loopback port (bound and released at once; the caller binds it again right away).
-func freePort() throws -> Int {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  guard fd >= 0 else { throw CLIError("socket failed") }
-  defer { close(fd) }
-  var address = sockaddr_in()
-  address.sin_family = sa_family_t(AF_INET)
-  address.sin_port = 0
-  address.sin_addr.s_addr = inet_addr("127.0.0.1")
-  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-  let bound = withUnsafeMutablePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-      bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-    }
-  }
-  guard bound else { throw CLIError("bind failed") }
-  return Int(UInt16(bigEndian: address.sin_port))
-}
+/// A free loopback port for a process this test starts (see `LoopbackPort`).
+func freePort() throws -> Int { try LoopbackPort.reserve() }
 
 /// Three `memwal serve` processes of one cluster on loopback, with certificates from
 /// `memwal certs init` and configurations written like cluster-configs/local-3.

@@ -394,6 +394,17 @@ final class Outcomes: Sendable {
   }
 }
 
+/// The last lines of every `*.log` in `directory`, for a failure message.
+func logTails(_ directory: String, lines: Int = 15) -> String {
+  let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
+    $0.hasSuffix(".log")
+  }
+  return files.sorted().map { file in
+    let text = (try? String(contentsOfFile: directory + "/" + file, encoding: .utf8)) ?? ""
+    return "--- \(file)\n" + text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+  }.joined(separator: "\n")
+}
+
 /// Runs `bash SCRIPT ARGS` with its output in files, reaping it with `waitpid` (the script leaves
 /// background processes behind; Foundation's `Process` waits on its pipes and its reaper, neither of
 /// which is safe here). Returns the exit status and the output, or throws after `timeout`.
@@ -453,7 +464,8 @@ func runScript(_ script: String, _ arguments: [String], environment: [String: St
     var failure: (any Error)?
     do {
       let demo = try await runScript(script, ["demo"], environment: environment, timeout: 240)
-      #expect(demo.status == 0, "\(demo.stdout)\n\(demo.stderr)")
+      #expect(
+        demo.status == 0, "\(demo.stdout)\n\(demo.stderr)\n\(logTails(cluster.directory.path + "/run"))")
       let lines = demo.stdout.split(separator: "\n").map(String.init)
       let nodes = lines.filter { $0.hasPrefix("node ") }
       // `up` prints the three nodes and the controller, then the demo's final status does again.

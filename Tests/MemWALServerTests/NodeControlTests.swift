@@ -16,21 +16,7 @@ import Testing
 #endif
 
 /// A loopback port that was free a moment ago.
-func unusedPort() throws -> Int {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  defer { close(fd) }
-  var address = sockaddr_in()
-  address.sin_family = sa_family_t(AF_INET)
-  address.sin_addr.s_addr = inet_addr("127.0.0.1")
-  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-  let bound = withUnsafeMutablePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-      bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-    }
-  }
-  guard bound else { throw FencingStateFileError(path: "-", reason: "no free port") }
-  return Int(UInt16(bigEndian: address.sin_port))
-}
+func unusedPort() throws -> Int { try LoopbackPort.reserve() }
 
 /// A stand-in for the controller in tests: one peer-TLS connection to a node's control port with
 /// the controller's certificate, requests sent with ids and answers matched by id.

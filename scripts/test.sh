@@ -15,6 +15,6 @@ swift build --build-tests
 if [ "$#" -gt 0 ]; then
   exec swift test --skip-build "$@"
 fi
-timing='ReplicationTests|ClusterProcessTests|PeerTLSTests|APITLSTests|NodeControlTests|ControllerService|ControllerCommandTests|FailoverProcessTests|ClusterScriptTests|MemWALClientTests.FailoverTests|APIFuzzTests'
+timing='ReplicationTests|ClusterProcessTests|PeerTLSTests|APITLSTests|NodeControlTests|ControllerService|ControllerCommandTests|FailoverProcessTests|ClusterScriptTests|MemWALClientTests.FailoverTests|APIFuzzTests|ChaosTests'
 swift test --skip-build --skip "$timing"
 swift test --skip-build --no-parallel --filter "$timing"

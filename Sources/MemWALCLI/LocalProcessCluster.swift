@@ -6,22 +6,60 @@ import MemWALCore
 import MemWALServer
 
 /// A cluster of `memwal serve` processes and a `memwal controller` on loopback, made in a scratch
-/// directory with certificates and free ports, for `memwal bench failover` (the same layout as
-/// cluster-configs/local-3, so nothing collides with a cluster already running there).
+/// directory with certificates and free ports, for `memwal bench failover` and `memwal chaos` (the
+/// same layout as cluster-configs/local-3, so nothing collides with a cluster already running there).
 final class LocalProcessCluster: @unchecked Sendable {
+  /// A directed link between processes that `memwal chaos` puts a fault proxy on: `from` dials
+  /// `to`'s replication (or, from the controller, control) listener at `port`, which the proxy
+  /// forwards to `targetPort`, where `to` really listens.
+  struct Link: Sendable, Hashable {
+    enum Kind: String, Sendable { case replication, control }
+    var from: String
+    var to: String
+    var kind: Kind
+    var port: Int
+    var targetPort: Int
+  }
+
+  struct Options {
+    var nodes = 3
+    var quorum = 1
+    /// The nodes' `checkpoint.every_bytes` (nil: the default).
+    var checkpointEveryBytes: Int?
+    /// Every node and the controller reach each other through a port of its own per directed link
+    /// (``links``) instead of the listener itself: each configuration file names the others at their
+    /// link's port, and names its own listeners at their real ports.
+    var proxied = false
+    /// More top-level YAML for a node's configuration (before its `cluster:` section).
+    var nodeYAML: (String) -> String = { _ in "" }
+    /// More keys for the `cluster.controller` mapping ("failure_timeout_ms: 1000").
+    var controllerKeys: [String] = []
+    var name = "bench-failover"
+  }
+
   let directory: String
   let names: [String]
   let quorum: Int
   private(set) var apiPorts: [String: Int] = [:]
   private(set) var controllerPort = 0
+  private(set) var links: [Link] = []
   private var processes: [String: Process] = [:]
   private let binary: String
 
-  /// - Parameter checkpointEveryBytes: the nodes' `checkpoint.every_bytes` (nil: the default).
-  init(directory: String, nodes count: Int = 3, quorum: Int = 1, checkpointEveryBytes: Int? = nil) throws {
+  convenience init(directory: String, nodes count: Int = 3, quorum: Int = 1, checkpointEveryBytes: Int? = nil)
+    throws
+  {
+    var options = Options()
+    options.nodes = count
+    options.quorum = quorum
+    options.checkpointEveryBytes = checkpointEveryBytes
+    try self.init(directory: directory, options: options)
+  }
+
+  init(directory: String, options: Options) throws {
     self.directory = directory
-    self.names = (1...count).map { "n\($0)" }
-    self.quorum = quorum
+    self.names = (1...options.nodes).map { "n\($0)" }
+    self.quorum = options.quorum
     binary = try Self.ownExecutable()
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let certificates = directory + "/certs"
@@ -34,30 +72,59 @@ final class LocalProcessCluster: @unchecked Sendable {
       control[name] = try Self.freePort()
     }
     controllerPort = try Self.freePort()
-    let members = names.map { name in
-      "    \(name): {api: \"http://127.0.0.1:\(apiPorts[name]!)\", replication: \"127.0.0.1:\(replication[name]!)\", "
-        + "control: \"127.0.0.1:\(control[name]!)\"}"
-    }.joined(separator: "\n")
-    let cluster = """
+    if options.proxied {
+      for from in names {
+        for to in names where to != from {
+          links.append(
+            Link(from: from, to: to, kind: .replication, port: try Self.freePort(), targetPort: replication[to]!))
+        }
+      }
+      for to in names {
+        links.append(
+          Link(from: "controller", to: to, kind: .control, port: try Self.freePort(), targetPort: control[to]!))
+      }
+    }
+    /// The members as `viewer` dials them.
+    func members(seenBy viewer: String) -> String {
+      names.map { name in
+        var replicationPort = replication[name]!
+        var controlPort = control[name]!
+        if options.proxied && name != viewer {
+          if let link = links.first(where: { $0.from == viewer && $0.to == name && $0.kind == .replication }) {
+            replicationPort = link.port
+          }
+          if let link = links.first(where: { $0.from == viewer && $0.to == name && $0.kind == .control }) {
+            controlPort = link.port
+          }
+        }
+        return "    \(name): {api: \"http://127.0.0.1:\(apiPorts[name]!)\", replication: \"127.0.0.1:\(replicationPort)\", "
+          + "control: \"127.0.0.1:\(controlPort)\"}"
+      }.joined(separator: "\n")
+    }
+    let controllerKeys = (["api: \"http://127.0.0.1:\(controllerPort)\"", "state_directory: \(directory)/controller"]
+      + options.controllerKeys).joined(separator: ", ")
+    func cluster(_ viewer: String) -> String {
+      """
       cluster:
-        name: bench-failover
-        node: NODE
+        name: \(options.name)
+        node: \(viewer)
         initial_primary: n1
-        quorum: \(quorum)
+        quorum: \(options.quorum)
         certificates: \(certificates)
-        controller: {api: "http://127.0.0.1:\(controllerPort)", state_directory: \(directory)/controller}
+        controller: {\(controllerKeys)}
         members:
-      \(members)
+      \(members(seenBy: viewer))
 
       """
+    }
     for name in names {
       let text =
         "data_dir: \(directory)/\(name)\nlisten: 127.0.0.1:\(apiPorts[name]!)\ndevelopment_mode: true\n"
-        + (checkpointEveryBytes.map { "checkpoint:\n  every_bytes: \($0)\n" } ?? "")
-        + cluster.replacingOccurrences(of: "NODE", with: name)
+        + (options.checkpointEveryBytes.map { "checkpoint:\n  every_bytes: \($0)\n" } ?? "")
+        + options.nodeYAML(name) + cluster(name)
       try text.write(toFile: "\(directory)/\(name).yaml", atomically: true, encoding: .utf8)
     }
-    try ("development_mode: true\n" + cluster.replacingOccurrences(of: "NODE", with: "controller"))
+    try ("development_mode: true\n" + cluster("controller"))
       .write(toFile: "\(directory)/controller.yaml", atomically: true, encoding: .utf8)
   }
 
@@ -99,6 +166,24 @@ final class LocalProcessCluster: @unchecked Sendable {
       processes[name] = nil
     }
   }
+
+  /// Whether the process was started and has not exited.
+  func isRunning(_ name: String) -> Bool { processes[name]?.isRunning == true }
+
+  /// Processes that were started and have exited on their own since (not through ``signal(_:_:)``
+  /// with SIGKILL or ``stopAll()``), with their exit status; they are forgotten, so ``start(_:)``
+  /// starts them again.
+  func reapExited() -> [(name: String, status: Int32)] {
+    var exited: [(String, Int32)] = []
+    for (name, process) in processes where !process.isRunning {
+      exited.append((name, process.terminationStatus))
+      processes[name] = nil
+    }
+    return exited.sorted { $0.0 < $1.0 }
+  }
+
+  /// The process id of a running process.
+  func pid(_ name: String) -> pid_t? { processes[name].flatMap { $0.isRunning ? $0.processIdentifier : nil } }
 
   /// SIGTERM to everything (SIGKILL after 20 s), controller first.
   func stopAll() {

@@ -7,7 +7,7 @@ struct MemWAL: AsyncParsableCommand {
     abstract: "MemWAL: a write-ahead-logged, replicated memory store for AI-agent fleets.",
     subcommands: [
       Serve.self, ControllerCommand.self, TokenCommand.self, CertsCommand.self, Ctl.self, WAL.self,
-      Bench.self,
+      Bench.self, ChaosCommand.self,
     ]
   )
 }

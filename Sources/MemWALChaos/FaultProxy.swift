@@ -63,8 +63,9 @@ public final class FaultProxy: Sendable {
     /// Bytes written to the client side.
     public var bytesBackward: Int = 0
 
-    public init(connectionsAccepted: Int = 0, connectionsOpen: Int = 0, bytesForward: Int = 0, bytesBackward: Int = 0)
-    {
+    public init(
+      connectionsAccepted: Int = 0, connectionsOpen: Int = 0, bytesForward: Int = 0, bytesBackward: Int = 0
+    ) {
       self.connectionsAccepted = connectionsAccepted
       self.connectionsOpen = connectionsOpen
       self.bytesForward = bytesForward
@@ -80,7 +81,9 @@ public final class FaultProxy: Sendable {
   private let serverChannel: any Channel
   private let registry: ProxyRegistry
 
-  private init(name: String, port: Int, targetPort: Int, serverChannel: any Channel, registry: ProxyRegistry) {
+  private init(
+    name: String, port: Int, targetPort: Int, serverChannel: any Channel, registry: ProxyRegistry
+  ) {
     self.name = name
     self.port = port
     self.targetPort = targetPort

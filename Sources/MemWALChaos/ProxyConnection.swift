@@ -40,6 +40,8 @@ final class ProxyConnection {
   let eventLoop: any EventLoop
   private let client: any Channel
   private var upstream: (any Channel)?
+  /// The upstream channel while it connects, so that closing can abandon a connect that hangs.
+  private var connectingUpstream: (any Channel)?
   private let registry: ProxyRegistry
   private var appliedFaults: LinkFaults?
   private var forward = Lane()
@@ -105,8 +107,13 @@ final class ProxyConnection {
     pump(Self.direction(to: side))
   }
 
+  func upstreamCreated(_ channel: any Channel) {
+    connectingUpstream = channel
+  }
+
   func upstreamBecameActive(_ channel: any Channel) {
     isConnecting = false
+    connectingUpstream = nil
     upstream = channel
     isUpstreamOpen = true
     guard !isClosing else {
@@ -121,6 +128,7 @@ final class ProxyConnection {
   /// The upstream connection could not be made: the target is down, so the client is closed.
   func upstreamConnectFailed() {
     isConnecting = false
+    connectingUpstream = nil
     guard upstream == nil else { return }
     isClosing = true
     client.close(promise: nil)
@@ -157,6 +165,9 @@ final class ProxyConnection {
     cancelTimer(.backward)
     if isClientOpen { Self.close(client, reset: reset) }
     if isUpstreamOpen, let upstream { Self.close(upstream, reset: reset) }
+    // A connect in progress fails at once (and finishes the connection) instead of running to its
+    // timeout, say towards a target that stopped accepting.
+    connectingUpstream?.close(promise: nil)
     finishIfClosed()
     return closed.futureResult
   }
@@ -173,6 +184,7 @@ final class ProxyConnection {
       .connectTimeout(.seconds(10))
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+          bound.value.upstreamCreated(channel)
           try channel.pipeline.syncOperations.addHandler(
             ProxySideHandler(side: .upstream, connection: bound.value))
         }

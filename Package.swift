@@ -88,10 +88,19 @@ let package = Package(
       ],
       swiftSettings: strict
     ),
+    // A fault-injecting TCP proxy (partitions, delay, bandwidth, resets) for the chaos harness.
+    .target(
+      name: "MemWALChaos",
+      dependencies: [
+        "MemWALCore", .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      swiftSettings: strict
+    ),
     .executableTarget(
       name: "MemWALCLI",
       dependencies: [
-        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALServer", "MemWALClient",
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALServer", "MemWALClient", "MemWALChaos",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Crypto", package: "swift-crypto"),
@@ -141,6 +150,14 @@ let package = Package(
         "MemWALCore", "MemWALNode", "MemWALServer", "MemWALClient", "MemWALLog",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "MemWALChaosTests",
+      dependencies: [
+        "MemWALChaos", "MemWALCore", .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
       ],
       swiftSettings: strict
     ),

@@ -103,6 +103,7 @@ let package = Package(
         "MemWALCore", "MemWALLog", "MemWALStore", "MemWALNode", "MemWALServer", "MemWALClient", "MemWALChaos",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -76,12 +76,15 @@ final class LocalProcessCluster: @unchecked Sendable {
       for from in names {
         for to in names where to != from {
           links.append(
-            Link(from: from, to: to, kind: .replication, port: try Self.freePort(), targetPort: replication[to]!))
+            Link(
+              from: from, to: to, kind: .replication, port: try Self.freePort(), targetPort: replication[to]!)
+          )
         }
       }
       for to in names {
         links.append(
-          Link(from: "controller", to: to, kind: .control, port: try Self.freePort(), targetPort: control[to]!))
+          Link(
+            from: "controller", to: to, kind: .control, port: try Self.freePort(), targetPort: control[to]!))
       }
     }
     /// The members as `viewer` dials them.
@@ -90,18 +93,21 @@ final class LocalProcessCluster: @unchecked Sendable {
         var replicationPort = replication[name]!
         var controlPort = control[name]!
         if options.proxied && name != viewer {
-          if let link = links.first(where: { $0.from == viewer && $0.to == name && $0.kind == .replication }) {
+          if let link = links.first(where: { $0.from == viewer && $0.to == name && $0.kind == .replication })
+          {
             replicationPort = link.port
           }
           if let link = links.first(where: { $0.from == viewer && $0.to == name && $0.kind == .control }) {
             controlPort = link.port
           }
         }
-        return "    \(name): {api: \"http://127.0.0.1:\(apiPorts[name]!)\", replication: \"127.0.0.1:\(replicationPort)\", "
+        return
+          "    \(name): {api: \"http://127.0.0.1:\(apiPorts[name]!)\", replication: \"127.0.0.1:\(replicationPort)\", "
           + "control: \"127.0.0.1:\(controlPort)\"}"
       }.joined(separator: "\n")
     }
-    let controllerKeys = (["api: \"http://127.0.0.1:\(controllerPort)\"", "state_directory: \(directory)/controller"]
+    let controllerKeys =
+      (["api: \"http://127.0.0.1:\(controllerPort)\"", "state_directory: \(directory)/controller"]
       + options.controllerKeys).joined(separator: ", ")
     func cluster(_ viewer: String) -> String {
       """

@@ -13,7 +13,8 @@ import Testing
     let report = scratch.path + "/report.json"
     let run = try runMemwal(
       [
-        "chaos", "--seconds", "20", "--seed", "11", "--faults", "slow-kill-primary", "--unsafe-ack-before-flush",
+        "chaos", "--seconds", "20", "--seed", "11", "--faults", "slow-kill-primary",
+        "--unsafe-ack-before-flush",
         "--report", report, "--dir", scratch.path, "--rate", "200",
       ], timeout: 240)
     #expect(run.status == 1, "\(run.stdout)\n\(run.stderr.suffix(4_000))")
@@ -34,7 +35,8 @@ import Testing
     let report = scratch.path + "/report.json"
     let run = try runMemwal(
       [
-        "chaos", "--seconds", "20", "--seed", "11", "--faults", "slow-kill-primary", "--report", report, "--dir",
+        "chaos", "--seconds", "20", "--seed", "11", "--faults", "slow-kill-primary", "--report", report,
+        "--dir",
         scratch.path, "--rate", "200",
       ], timeout: 240)
     #expect(run.status == 0, "\(run.stdout)\n\(run.stderr.suffix(4_000))")

@@ -44,14 +44,17 @@ struct ChaosChecker {
     let deadline = ContinuousClock.now + timeout
     var previous: UInt64?
     while ContinuousClock.now < deadline {
-      if let view = await cluster.controllerView(), let primary = view.primary, await cluster.isServing(primary),
+      if let view = await cluster.controllerView(), let primary = view.primary,
+        await cluster.isServing(primary),
         cluster.names.allSatisfy(cluster.isRunning)
       {
         var applied: [UInt64] = []
         for name in cluster.names {
           if let lsn = await cluster.appliedLSN(name) { applied.append(lsn) }
         }
-        if applied.count == cluster.names.count, let first = applied.first, applied.allSatisfy({ $0 == first }) {
+        if applied.count == cluster.names.count, let first = applied.first,
+          applied.allSatisfy({ $0 == first })
+        {
           if previous == first { return (primary, first) }
           previous = first
         } else {
@@ -80,11 +83,13 @@ struct ChaosChecker {
     await checkSearch(&findings, primary: converged.primary)
     if !findings.lost.isEmpty {
       findings.violations.append(
-        "\(findings.lostOperations) acknowledged operations lost (\(findings.lost.prefix(5).joined(separator: ", "))…)")
+        "\(findings.lostOperations) acknowledged operations lost (\(findings.lost.prefix(5).joined(separator: ", "))…)"
+      )
     }
     if !findings.failedPresent.isEmpty {
       findings.violations.append(
-        "\(findings.failedPresent.count) failed operations present (\(findings.failedPresent.prefix(5).joined(separator: ", ")))")
+        "\(findings.failedPresent.count) failed operations present (\(findings.failedPresent.prefix(5).joined(separator: ", ")))"
+      )
     }
     if !findings.divergent.isEmpty {
       findings.violations.append(
@@ -93,15 +98,18 @@ struct ChaosChecker {
     }
     if !findings.unreadable.isEmpty {
       findings.violations.append(
-        "\(findings.unreadable.count) reads failed during the check (\(findings.unreadable.prefix(3).joined(separator: "; ")))")
+        "\(findings.unreadable.count) reads failed during the check (\(findings.unreadable.prefix(3).joined(separator: "; ")))"
+      )
     }
     if !findings.searchMismatches.isEmpty {
       findings.violations.append(
-        "\(findings.searchMismatches.count) searches differ from the model (\(findings.searchMismatches.prefix(3).joined(separator: "; ")))")
+        "\(findings.searchMismatches.count) searches differ from the model (\(findings.searchMismatches.prefix(3).joined(separator: "; ")))"
+      )
     }
     if !findings.graphMismatches.isEmpty {
       findings.violations.append(
-        "\(findings.graphMismatches.count) graph reads differ from the model (\(findings.graphMismatches.prefix(3).joined(separator: "; ")))")
+        "\(findings.graphMismatches.count) graph reads differ from the model (\(findings.graphMismatches.prefix(3).joined(separator: "; ")))"
+      )
     }
     return findings
   }
@@ -156,7 +164,8 @@ struct ChaosChecker {
         var attempt = 0
         while true {
           do {
-            let neighbours = try await reader.neighbors(of: source, in: ChaosWorkload.namespace, consistency: .latest)
+            let neighbours = try await reader.neighbors(
+              of: source, in: ChaosWorkload.namespace, consistency: .latest)
             let ids = Set(neighbours.map(\.edge))
             for edge in edges where edge.from == source { found[edge.id] = ids.contains(edge.id) }
             break
@@ -208,7 +217,8 @@ struct ChaosChecker {
       do {
         switch operation.kind {
         case .memory, .invalidMemory:
-          return try await reader.memory(operation.id, in: ChaosWorkload.namespace, consistency: .latest) != nil
+          return try await reader.memory(operation.id, in: ChaosWorkload.namespace, consistency: .latest)
+            != nil
         case .node:
           return try await reader.node(operation.id, in: ChaosWorkload.namespace, consistency: .latest) != nil
         case .edge:
@@ -230,7 +240,8 @@ struct ChaosChecker {
     for operation in operations where operation.kind == .memory {
       var exists = operation.isAcknowledged
       if case .indeterminate = operation.outcome {
-        exists = (try? await reader.memory(operation.id, in: ChaosWorkload.namespace, consistency: .latest)) != nil
+        exists =
+          (try? await reader.memory(operation.id, in: ChaosWorkload.namespace, consistency: .latest)) != nil
       }
       if exists { model.append((operation.id, ChaosWorkload.vector(for: operation.id))) }
     }
@@ -243,20 +254,28 @@ struct ChaosChecker {
       } else {
         query = (0..<ChaosWorkload.dimension).map { _ in Float(generator.nextUnitInterval() * 2 - 1) }
       }
-      let expected = model.map { entry in
-        (entry.id, zip(entry.vector, query).reduce(Float(0)) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) })
-      }.sorted { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }.prefix(10)
+      var distances: [(id: String, distance: Float)] = []
+      distances.reserveCapacity(model.count)
+      for entry in model {
+        var sum: Float = 0
+        for (a, b) in zip(entry.vector, query) { sum += (a - b) * (a - b) }
+        distances.append((entry.id, sum))
+      }
+      distances.sort { $0.distance < $1.distance || ($0.distance == $1.distance && $0.id < $1.id) }
+      let expected = Array(distances.prefix(10))
       do {
         let hits = try await reader.search(query, k: 10, in: ChaosWorkload.namespace, consistency: .latest)
         findings.searchesChecked += 1
-        let expectedIDs = expected.map(\.0)
+        let expectedIDs = expected.map { $0.id }
         let gotIDs = hits.map(\.id)
         if gotIDs != expectedIDs {
           // Equal distances may come in either order; compare the distances, then the sets.
-          let sameDistances = zip(hits.map(\.distance), expected.map(\.1)).allSatisfy {
+          let sameDistances = zip(hits.map { $0.distance }, expected.map { $0.distance }).allSatisfy {
             abs($0 - $1) <= 1e-4 * max(1, abs($1))
           }
-          if !(sameDistances && hits.count == expected.count && Set(gotIDs).isSubset(of: Set(model.map(\.id)))) {
+          if !(sameDistances && hits.count == expected.count
+            && Set(gotIDs).isSubset(of: Set(model.map { $0.id })))
+          {
             findings.searchMismatches.append(
               "query \(index): got \(gotIDs.prefix(4)) expected \(expectedIDs.prefix(4))")
           }
@@ -273,13 +292,15 @@ struct ChaosChecker {
     let fileSystem = POSIXFileSystem()
     func scan(_ walDirectory: String) {
       let scanner = LogScanner(walDirectory: walDirectory, fileSystem: fileSystem)
+      let found = LockedList<(UInt64, String)>()
       do {
         try scanner.scan { frame, _, _ in
           if case .epochChange(let change) = frame.record.payload {
-            findings.epochLeaders[frame.record.epoch.rawValue, default: []].insert(change.leader)
+            found.append((frame.record.epoch.rawValue, change.leader))
           }
           return true
         }
+        for (epoch, leader) in found.items { findings.epochLeaders[epoch, default: []].insert(leader) }
       } catch {
         findings.notes.append("could not scan \(walDirectory): \(error)")
       }
@@ -297,7 +318,8 @@ struct ChaosChecker {
         else { continue }
         let scratch = "\(directory)/epoch-scan-\(node)-\(entry)"
         try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        try? FileManager.default.createSymbolicLink(atPath: scratch + "/" + segmentName, withDestinationPath: archive + "/" + entry)
+        try? FileManager.default.createSymbolicLink(
+          atPath: scratch + "/" + segmentName, withDestinationPath: archive + "/" + entry)
         scan(scratch)
         try? FileManager.default.removeItem(atPath: scratch)
       }
@@ -306,4 +328,12 @@ struct ChaosChecker {
       findings.violations.append("epoch \(epoch) has \(leaders.count) leaders: \(leaders.sorted())")
     }
   }
+}
+
+/// A list appended to from a closure that may escape.
+final class LockedList<Element>: @unchecked Sendable {
+  private let lock = NSLock()
+  private var elements: [Element] = []
+  func append(_ element: Element) { lock.withLock { elements.append(element) } }
+  var items: [Element] { lock.withLock { elements } }
 }

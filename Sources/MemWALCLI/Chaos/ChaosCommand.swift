@@ -65,7 +65,9 @@ struct ChaosCommand: AsyncParsableCommand {
     if let seconds, !(5...86_400).contains(seconds) {
       throw ValidationError("--seconds must be within 5...86400")
     }
-    if let minutes, !(0.1...1_440).contains(minutes) { throw ValidationError("--minutes must be within 0.1...1440") }
+    if let minutes, !(0.1...1_440).contains(minutes) {
+      throw ValidationError("--minutes must be within 0.1...1440")
+    }
     guard (1...64).contains(clients) else { throw ValidationError("--clients must be within 1...64") }
     guard (0...100_000).contains(rate) else { throw ValidationError("--rate must be within 0...100000") }
     guard (10...3_600).contains(convergenceTimeout) else {
@@ -101,22 +103,31 @@ struct ChaosCommand: AsyncParsableCommand {
     let began = ContinuousClock.now
     func log(_ line: String) {
       let elapsed = ContinuousClock.now - began
-      warn(String(format: "[%7.1f s] ", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) + line)
+      warn(
+        String(
+          format: "[%7.1f s] ",
+          Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) + line)
     }
-    log("chaos seed \(seed): \(durationSeconds) s, faults \(kinds.map(\.rawValue).joined(separator: ",")), run directory \(root)")
+    log(
+      "chaos seed \(seed): \(durationSeconds) s, faults \(kinds.map(\.rawValue).joined(separator: ",")), run directory \(root)"
+    )
 
     var options = LocalProcessCluster.Options()
     options.name = "chaos"
     options.proxied = true
     options.checkpointEveryBytes = 1 << 20
     let unsafe = unsafeAckBeforeFlush
+    let diskFaults = kinds.contains(.diskFull) || kinds.contains(.fsyncError)
     options.nodeYAML = { name in
-      "search:\n  exact_below: 1000000\n"
-        + "testing:\n  fault_file: \(Nemesis.faultFile(root, name))\n"
-        + (unsafe ? "  ack_quorum_before_flush: true\n" : "")
+      var testing: [String] = []
+      if diskFaults { testing.append("  fault_file: \(Nemesis.faultFile(root, name))\n") }
+      if unsafe { testing.append("  ack_quorum_before_flush: true\n") }
+      return "search:\n  exact_below: 1000000\n" + (testing.isEmpty ? "" : "testing:\n" + testing.joined())
     }
     let cluster = try LocalProcessCluster(directory: root, options: options)
-    for name in cluster.names { try "none\n".write(toFile: Nemesis.faultFile(root, name), atomically: true, encoding: .utf8) }
+    for name in cluster.names {
+      try "none\n".write(toFile: Nemesis.faultFile(root, name), atomically: true, encoding: .utf8)
+    }
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     var proxies: [LocalProcessCluster.Link: FaultProxy] = [:]
     var outcome: (findings: ChaosFindings, workload: ChaosWorkload, nemesis: Nemesis)?
@@ -124,13 +135,15 @@ struct ChaosCommand: AsyncParsableCommand {
     do {
       for link in cluster.links {
         proxies[link] = try await FaultProxy.start(
-          listenPort: link.port, targetPort: link.targetPort, name: "\(link.from)->\(link.to)/\(link.kind.rawValue)",
+          listenPort: link.port, targetPort: link.targetPort,
+          name: "\(link.from)->\(link.to)/\(link.kind.rawValue)",
           group: group)
       }
       try cluster.startAll()
       let startedAt = ContinuousClock.now
       let workload = ChaosWorkload(
-        endpoints: cluster.apiURLs, clients: clients, operationsPerSecond: rate, seed: seed, startedAt: startedAt)
+        endpoints: cluster.apiURLs, clients: clients, operationsPerSecond: rate, seed: seed,
+        startedAt: startedAt)
       try await workload.prepare(timeout: .seconds(60))
       log("cluster up; \(clients) clients writing at quorum")
       let nemesis = Nemesis(
@@ -161,7 +174,8 @@ struct ChaosCommand: AsyncParsableCommand {
     try? await group.shutdownGracefully()
 
     guard let outcome else {
-      warn("chaos: the harness failed: \(harnessError.map { "\($0)" } ?? "unknown"); run directory \(root) kept")
+      warn(
+        "chaos: the harness failed: \(harnessError.map { "\($0)" } ?? "unknown"); run directory \(root) kept")
       emit("chaos seed=\(seed) result=harness-error rerun: \(rerun)")
       throw ExitCode(2)
     }
@@ -219,7 +233,8 @@ struct ChaosReport {
     for event in events { byKind[event.kind.rawValue, default: 0] += 1 }
     var operationKinds: [String: [String: Int]] = [:]
     for operation in operations {
-      let outcome = operation.isAcknowledged ? "acknowledged" : operation.isFailed ? "failed" : "indeterminate"
+      let outcome =
+        operation.isAcknowledged ? "acknowledged" : operation.isFailed ? "failed" : "indeterminate"
       operationKinds[operation.kind.rawValue, default: [:]][outcome, default: 0] += 1
     }
     let eventsJSON = events.map { event in
@@ -236,10 +251,12 @@ struct ChaosReport {
           separator: ",") + "}"
     }
     let fields = [
-      "\"seed\":\(seed)", "\"duration_seconds\":\(seconds)", String(format: "\"wall_seconds\":%.1f", wallSeconds),
+      "\"seed\":\(seed)", "\"duration_seconds\":\(seconds)",
+      String(format: "\"wall_seconds\":%.1f", wallSeconds),
       "\"fault_kinds\":\(strings(kinds.map(\.rawValue)))", "\"unsafe_ack_before_flush\":\(unsafe)",
       "\"faults\":\(events.count)",
-      "\"faults_by_kind\":{" + byKind.keys.sorted().map { "\(string($0)):\(byKind[$0]!)" }.joined(separator: ",") + "}",
+      "\"faults_by_kind\":{"
+        + byKind.keys.sorted().map { "\(string($0)):\(byKind[$0]!)" }.joined(separator: ",") + "}",
       "\"operations\":\(operations.count)", "\"acknowledged\":\(acknowledged)", "\"failed\":\(failed)",
       "\"indeterminate\":\(indeterminate)", "\"indeterminate_present\":\(findings.indeterminatePresent)",
       "\"indeterminate_absent\":\(findings.indeterminateAbsent)",
@@ -249,7 +266,8 @@ struct ChaosReport {
       "\"divergent\":\(strings(Array(findings.divergent.prefix(50))))",
       "\"converged\":\(findings.converged)", "\"converged_lsn\":\(findings.convergedLSN)",
       "\"final_primary\":\(findings.finalPrimary.map(string) ?? "null")",
-      "\"digests\":{" + findings.digests.keys.sorted().map { "\(string($0)):\(string(findings.digests[$0]!))" }
+      "\"digests\":{"
+        + findings.digests.keys.sorted().map { "\(string($0)):\(string(findings.digests[$0]!))" }
         .joined(separator: ",") + "}",
       "\"epoch_leaders\":{" + epochs.joined(separator: ",") + "}",
       "\"searches_checked\":\(findings.searchesChecked)",

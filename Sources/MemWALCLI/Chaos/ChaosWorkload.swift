@@ -54,10 +54,13 @@ final class ChaosWorkload: Sendable {
   private let interval: Duration
   private let seed: UInt64
   private let startedAt: ContinuousClock.Instant
-  private let state = Mutex<(operations: [ChaosOperation], graphNodes: [String], stopped: Bool)>(([], [], false))
+  private let state = Mutex<(operations: [ChaosOperation], graphNodes: [String], stopped: Bool)>(
+    ([], [], false))
 
-  init(endpoints: [String], clients: Int, operationsPerSecond: Int, seed: UInt64, startedAt: ContinuousClock.Instant)
-  {
+  init(
+    endpoints: [String], clients: Int, operationsPerSecond: Int, seed: UInt64,
+    startedAt: ContinuousClock.Instant
+  ) {
     self.endpoints = endpoints
     self.clients = clients
     self.seed = seed
@@ -73,7 +76,8 @@ final class ChaosWorkload: Sendable {
   /// The memory vector of an operation id: eight components from a hash of the id, so the checker
   /// needs nothing but the id to know what was written.
   static func vector(for id: String) -> [Float] {
-    var generator = SplitMix64(seed: id.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 })
+    var generator = SplitMix64(
+      seed: id.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 })
     return (0..<dimension).map { _ in Float(generator.nextUnitInterval() * 2 - 1) }
   }
 

@@ -113,7 +113,8 @@ final class Nemesis: @unchecked Sendable {
   func currentPrimary() async -> String? {
     if let view = await cluster.controllerView(), let primary = view.primary { return primary }
     for name in cluster.names {
-      if let status = try? await getJSON(cluster.apiURL(name) + "/v1/status"), case .object(let fields) = status,
+      if let status = try? await getJSON(cluster.apiURL(name) + "/v1/status"),
+        case .object(let fields) = status,
         case .string("primary")? = fields["role"]
       {
         return name
@@ -147,7 +148,8 @@ final class Nemesis: @unchecked Sendable {
       cluster.signal(target, SIGCONT)
       note = "SIGCONT after \(String(format: "%.1f", hold)) s"
     case .partition:
-      setLinks(where: { $0.from == target || $0.to == target }, LinkFaults(blockForward: true, blockBackward: true))
+      setLinks(
+        where: { $0.from == target || $0.to == target }, LinkFaults(blockForward: true, blockBackward: true))
       log("fault: partition \(target) from everyone")
       try await Task.sleep(for: .seconds(hold))
     case .partitionOneWay:
@@ -161,11 +163,13 @@ final class Nemesis: @unchecked Sendable {
       try await Task.sleep(for: .seconds(hold))
     case .partitionController:
       setLinks(
-        where: { $0.from == "controller" && $0.to == target }, LinkFaults(blockForward: true, blockBackward: true))
+        where: { $0.from == "controller" && $0.to == target },
+        LinkFaults(blockForward: true, blockBackward: true))
       log("fault: controller cut off from \(target)")
       try await Task.sleep(for: .seconds(hold))
     case .slow:
-      setLinks(where: { $0.from == target || $0.to == target }, LinkFaults(delay: .milliseconds(Int(delay * 1000))))
+      setLinks(
+        where: { $0.from == target || $0.to == target }, LinkFaults(delay: .milliseconds(Int(delay * 1000))))
       note = "\(Int(delay * 1000)) ms each way"
       log("fault: slow links of \(target), \(note)")
       try await Task.sleep(for: .seconds(hold))
@@ -198,7 +202,8 @@ final class Nemesis: @unchecked Sendable {
   }
 
   private func setDisk(_ node: String, _ mode: String) throws {
-    try (mode + "\n").write(toFile: Self.faultFile(cluster.directory, node), atomically: true, encoding: .utf8)
+    try (mode + "\n").write(
+      toFile: Self.faultFile(cluster.directory, node), atomically: true, encoding: .utf8)
     if mode == "none" { diskFaulted.remove(node) } else { diskFaulted.insert(node) }
   }
 

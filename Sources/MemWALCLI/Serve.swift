@@ -58,6 +58,15 @@ struct Serve: AsyncParsableCommand {
       warn("error: \(error)")
       throw ExitCode(2)
     }
+    node.engine.log.failureHandler = { [logger] error in
+      // Fail-stop, as PostgreSQL PANICs: after a failed write or fsync the page cache's state is
+      // unknown, and a primary that stays up refusing writes would keep answering the controller's
+      // heartbeats, so the cluster would never fail over. `_exit` waits for nothing.
+      logger.critical(
+        "memwal: the write-ahead log failed; exiting (status \(walFailureExitStatus)) so the cluster can fail over",
+        metadata: ["error": "\(error)"])
+      _exit(walFailureExitStatus)
+    }
     let member: ClusterNode
     do {
       member = try await ClusterNode.start(configuration: node, logger: logger)
@@ -70,6 +79,13 @@ struct Serve: AsyncParsableCommand {
         """
         *** memwal: DEVELOPMENT MODE: no authentication\(tls == nil ? ", no TLS" : ""). Anyone who can reach \(node.host):\(node.port) can read and
         *** write every namespace. Give a configuration with tokens for anything else.
+        """)
+    }
+    if node.testing.isEnabled {
+      warn(
+        """
+        *** memwal: TESTING SWITCHES ON (the `testing` section): \(testingSwitches(node.testing)).
+        *** This node breaks MemWAL's guarantees on purpose, for fault-injection tests. Never use it in production.
         """)
     }
     let host = node.host
@@ -88,6 +104,20 @@ struct Serve: AsyncParsableCommand {
     }
     emit("memwal: stopped cleanly")
   }
+}
+
+/// The exit status of `memwal serve` when its write-ahead log stops after an I/O failure
+/// (EX_SOFTWARE of sysexits.h).
+let walFailureExitStatus: Int32 = 70
+
+/// The `testing` switches that are set, for the start-up warning.
+private func testingSwitches(_ testing: TestingSettings) -> String {
+  var switches: [String] = []
+  if let file = testing.faultFile { switches.append("disk faults from fault_file \(file)") }
+  if testing.acknowledgeQuorumBeforeFollowersFlush {
+    switches.append("ack_quorum_before_flush (quorum writes acknowledged without followers)")
+  }
+  return switches.joined(separator: ", ")
 }
 
 /// Reads and parses a node's configuration file; an unreadable file or a bad key is reported on

@@ -44,6 +44,11 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// Move retired segments to `archive/` instead of deleting them.
     public var archiveRetiredSegments = false
     public var clock: any WALClock = SystemClock()
+    /// Called once, on the flusher thread, when an I/O failure stops the log (`stoppedBy` is set and
+    /// queued writers have been failed by then; writers of the failing batch may still be waiting
+    /// for their answer). `memwal serve` ends the process from here: a node whose log has stopped
+    /// must not go on answering the controller as if it were healthy.
+    public var failureHandler: (@Sendable (WALError) -> Void)?
 
     public init() {}
 
@@ -798,19 +803,22 @@ public final class WriteAheadLog: @unchecked Sendable {
   }
 
   private func stop(with error: WALError) {
-    let (pending, space) = lock.withLock { () -> ([PendingAppend], [CheckedContinuation<Void, Never>]) in
-      if failure == nil { failure = error }
+    let (pending, space, isFirst) = lock.withLock {
+      () -> ([PendingAppend], [CheckedContinuation<Void, Never>], Bool) in
+      let isFirst = failure == nil
+      if isFirst { failure = error }
       let pending = Array(queue[queueHead...])
       queue.removeAll()
       queueHead = 0
       queuedBytes = 0
       defer { spaceWaiters.removeAll() }
-      return (pending, spaceWaiters)
+      return (pending, spaceWaiters, isFirst)
     }
     for entry in pending { entry.ticket.fail(error) }
     for waiter in space { waiter.resume() }
     positions.written.fail(error)
     positions.flushed.fail(error)
+    if isFirst { options.failureHandler?(error) }
   }
 
   // MARK: closing

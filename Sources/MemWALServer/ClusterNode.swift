@@ -36,9 +36,15 @@ public final class ClusterNode: Sendable {
   /// controller on its `control` address; without one, `initial_primary` is primary for good.
   public static func start(configuration: NodeConfiguration, logger: Logger) async throws -> ClusterNode {
     var options = configuration.engine
+    let fileSystem = makeFileSystem(configuration.testing, logger: logger)
+    if configuration.testing.acknowledgeQuorumBeforeFollowersFlush {
+      logger.warning(
+        "TESTING ONLY: testing.ack_quorum_before_flush is on; quorum writes are acknowledged without any follower and can be lost in a failover (DESIGN G2 is broken on purpose)"
+      )
+    }
     guard let cluster = configuration.cluster else {
       let engine = try await MemoryEngine.open(
-        directory: configuration.dataDirectory, options: options, logger: logger)
+        directory: configuration.dataDirectory, options: options, fileSystem: fileSystem, logger: logger)
       return ClusterNode(single: engine)
     }
     let directory = configuration.dataDirectory
@@ -58,7 +64,8 @@ public final class ClusterNode: Sendable {
         nodeName: cluster.node, certificatesDirectory: cluster.certificates, membership: [controller.name],
         logger: logger)
     }
-    let engine = try await MemoryEngine.open(directory: directory, options: options, logger: logger)
+    let engine = try await MemoryEngine.open(
+      directory: directory, options: options, fileSystem: fileSystem, logger: logger)
     let host = EngineHost(engine)
     let epoch = engine.log.currentEpoch
     let fencing =
@@ -73,10 +80,11 @@ public final class ClusterNode: Sendable {
     }()
     let roles = NodeRoles(
       host: host, settings: cluster, tls: tls, fencing: fencing, dataDirectory: directory,
-      isManaged: isManaged,
+      isManaged: isManaged, testing: configuration.testing,
       group: MultiThreadedEventLoopGroup.singleton, logger: logger
     ) {
-      try await MemoryEngine.open(directory: directory, options: followerOptions, logger: logger)
+      try await MemoryEngine.open(
+        directory: directory, options: followerOptions, fileSystem: fileSystem, logger: logger)
     }
     do {
       if isManaged && stored == nil {
@@ -89,7 +97,7 @@ public final class ClusterNode: Sendable {
       throw error
     }
     var control: NodeControlListener?
-    if let controlTLS, let address = cluster.members[cluster.node]?.control.flatMap(splitHostPort) {
+    if let controlTLS, let address = cluster.controlBindAddress.flatMap(splitHostPort) {
       let listener = NodeControlListener(
         roles: roles, tls: controlTLS, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
       do {
@@ -102,6 +110,16 @@ public final class ClusterNode: Sendable {
       control = listener
     }
     return ClusterNode(host: host, settings: cluster, roles: roles, control: control)
+  }
+
+  /// The node's file system: the real one, wrapped in a `FaultInjectingFileSystem` when the
+  /// configuration names a fault file (announced as a warning).
+  private static func makeFileSystem(_ testing: TestingSettings, logger: Logger) -> FileSystem {
+    guard let faultFile = testing.faultFile else { return POSIXFileSystem() }
+    logger.warning(
+      "TESTING ONLY: disk fault injection is enabled; the fault file can make writes and fsyncs fail",
+      metadata: ["fault_file": "\(faultFile)"])
+    return FaultInjectingFileSystem(wrapping: POSIXFileSystem(), faultFile: faultFile, logger: logger)
   }
 
   /// Stops the control listener and replication, then closes the engine (its queued writes are

@@ -57,6 +57,18 @@ public struct ClusterSettings: Sendable, Equatable {
   public var timings = ReplicationTimings()
   /// The failover controller; nil when roles are static (`initial_primary` stays primary).
   public var controller: Controller?
+  /// Where this node binds its replication listener ("HOST:PORT"), when that is not the address in
+  /// its own member entry (which stays what other members dial): a proxy or a NAT in between.
+  public var replicationListen: String?
+  /// Where this node binds its control listener, when that is not its member entry's `control`.
+  public var controlListen: String?
+
+  /// The address this node's replication listener binds: `replication_listen`, else its own member
+  /// entry's `replication`. Nil for the controller's own configuration (it is not a member).
+  public var replicationBindAddress: String? { replicationListen ?? members[node]?.replication }
+  /// The address this node's control listener binds: `control_listen`, else its own member entry's
+  /// `control`.
+  public var controlBindAddress: String? { controlListen ?? members[node]?.control }
 
   /// Whether this configuration is the controller's own (its `node` is the controller's name).
   public var isController: Bool { controller?.name == node }
@@ -75,7 +87,8 @@ public struct ClusterSettings: Sendable, Equatable {
 
   static let keys: Set<String> = [
     "name", "node", "initial_primary", "quorum", "certificates", "members", "heartbeat_ms", "peer_timeout_ms",
-    "quorum_timeout_ms", "max_in_flight_bytes", "max_retained_wal_bytes", "controller",
+    "quorum_timeout_ms", "max_in_flight_bytes", "max_retained_wal_bytes", "controller", "replication_listen",
+    "control_listen",
   ]
 
   static func parse(_ value: Node) throws(ConfigurationError) -> ClusterSettings {
@@ -131,6 +144,18 @@ public struct ClusterSettings: Sendable, Equatable {
       name: try required("name"), node: try required("node"), initialPrimary: try required("initial_primary"),
       certificates: try required("certificates"), members: members)
     settings.controller = controller
+    for key in ["replication_listen", "control_listen"] {
+      guard let node = root[key] else { continue }
+      let address = try C.string(node, key: "cluster." + key)
+      guard splitHostPort(address) != nil else {
+        throw ConfigurationError(key: "cluster." + key, reason: "must be HOST:PORT, got \(address)")
+      }
+      if key == "replication_listen" {
+        settings.replicationListen = address
+      } else {
+        settings.controlListen = address
+      }
+    }
     for (key, name) in [("node", settings.node), ("initial_primary", settings.initialPrimary)]
     where members[name] == nil && !(key == "node" && name == controller?.name) {
       throw ConfigurationError(

@@ -52,6 +52,8 @@ public struct NodeConfiguration: Sendable {
   public var engine = MemoryEngine.Options()
   /// Membership and replication (nil: a single node).
   public var cluster: ClusterSettings?
+  /// Test-only switches (the `testing` section) for the chaos harness; never for production.
+  public var testing = TestingSettings()
 
   public init() {}
 
@@ -81,7 +83,7 @@ public struct ConfigurationError: Error, Equatable, Sendable, CustomStringConver
 extension NodeConfiguration {
   static let topLevelKeys: Set<String> = [
     "data_dir", "listen", "development_mode", "tls", "tokens", "limits", "wal", "checkpoint", "retention",
-    "search", "cluster",
+    "search", "cluster", "testing",
   ]
 
   /// Parses YAML text.
@@ -124,6 +126,7 @@ extension NodeConfiguration {
     }
     if let value = root["tokens"] { configuration.tokens = try tokens(value) }
     if let value = root["cluster"] { configuration.cluster = try ClusterSettings.parse(value) }
+    if let value = root["testing"] { configuration.testing = try TestingSettings.parse(value) }
     try applyLimits(root, to: &configuration)
     try configuration.validate()
     return configuration

@@ -32,6 +32,8 @@ final class NodeRoles: @unchecked Sendable {
   let dataDirectory: String
   /// Whether a controller manages roles (the fencing state is then persisted and obeyed).
   let isManaged: Bool
+  /// Test-only switches (`ack_quorum_before_flush` reaches the primary's replicator).
+  let testing: TestingSettings
   private let group: any EventLoopGroup
   private let reopen: @Sendable () async throws -> MemoryEngine
   private let events = EventQueue<Event>()
@@ -43,7 +45,7 @@ final class NodeRoles: @unchecked Sendable {
 
   init(
     host: EngineHost, settings: ClusterSettings, tls: PeerTLS, fencing: FencingState, dataDirectory: String,
-    isManaged: Bool, group: any EventLoopGroup, logger: Logger,
+    isManaged: Bool, testing: TestingSettings = TestingSettings(), group: any EventLoopGroup, logger: Logger,
     reopen: @escaping @Sendable () async throws -> MemoryEngine
   ) {
     self.host = host
@@ -51,6 +53,7 @@ final class NodeRoles: @unchecked Sendable {
     self.tls = tls
     self.dataDirectory = dataDirectory
     self.isManaged = isManaged
+    self.testing = testing
     self.group = group
     self.logger = logger
     self.reopen = reopen
@@ -266,11 +269,14 @@ final class NodeRoles: @unchecked Sendable {
   // MARK: replicators
 
   private func startPrimary() async throws {
-    let address = splitHostPort(settings.members[settings.node]!.replication)!
+    // Validated when the configuration was parsed; other members dial the member entry's address,
+    // which may differ (a proxy in between).
+    let address = splitHostPort(settings.replicationBindAddress!)!
     var primarySettings = PrimaryReplicator.Settings(
       clusterID: settings.clusterID, nodeName: settings.node, members: Set(settings.members.keys),
       quorum: settings.quorum, host: address.host, port: address.port)
     primarySettings.timings = settings.timings
+    primarySettings.acknowledgesQuorumBeforeFollowersFlush = testing.acknowledgeQuorumBeforeFollowersFlush
     let replicator = PrimaryReplicator(
       engine: host.engine, tls: tls, settings: primarySettings, group: group, logger: logger)
     let events = self.events

@@ -113,6 +113,28 @@ import Testing
     }
   }
 
+  @Test func theTestingSectionIsOffByDefaultAndParses() throws {
+    let plain = try NodeConfiguration.parse(yaml: "development_mode: true\n")
+    #expect(plain.testing == TestingSettings() && !plain.testing.isEnabled)
+    let testing = try NodeConfiguration.parse(
+      yaml: "development_mode: true\ntesting: {fault_file: /tmp/fault, ack_quorum_before_flush: true}\n")
+    #expect(testing.testing.faultFile == "/tmp/fault")
+    #expect(testing.testing.acknowledgeQuorumBeforeFollowersFlush && testing.testing.isEnabled)
+    for (yaml, key) in [
+      ("testing: {fault_file: \"\"}\n", "testing.fault_file"),
+      ("testing: {ack_quorum_before_flush: sometimes}\n", "testing.ack_quorum_before_flush"),
+      ("testing: {fsync: off}\n", "testing.fsync"),
+      ("testing: on\n", "testing"),
+    ] {
+      do {
+        _ = try NodeConfiguration.parse(yaml: "development_mode: true\n" + yaml)
+        Issue.record("accepted: \(yaml)")
+      } catch {
+        #expect(error.key == key, "\(yaml.debugDescription): \(error)")
+      }
+    }
+  }
+
   @Test func exampleConfigurationParses() throws {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
       .deletingLastPathComponent()

@@ -99,6 +99,45 @@ import Testing
     }
   }
 
+  @Test func listenAddressesDefaultToTheNodesOwnMemberEntry() throws {
+    let defaults = try #require(
+      try Self.parse(
+        "  name: x\n  node: n2\n  initial_primary: n1\n  certificates: c\n"
+          + "  controller: {api: \"http://127.0.0.1:7690\"}\n" + Self.managedMembers
+      ).cluster)
+    #expect(defaults.replicationListen == nil && defaults.controlListen == nil)
+    #expect(defaults.replicationBindAddress == "127.0.0.1:7702")
+    #expect(defaults.controlBindAddress == "127.0.0.1:7802")
+    // The node binds elsewhere; what the others dial (the member entries) is unchanged.
+    let proxied = try #require(
+      try Self.parse(
+        "  name: x\n  node: n2\n  initial_primary: n1\n  certificates: c\n"
+          + "  replication_listen: \"127.0.0.1:9702\"\n  control_listen: \"0.0.0.0:9802\"\n"
+          + "  controller: {api: \"http://127.0.0.1:7690\"}\n" + Self.managedMembers
+      ).cluster)
+    #expect(proxied.replicationBindAddress == "127.0.0.1:9702")
+    #expect(proxied.controlBindAddress == "0.0.0.0:9802")
+    #expect(proxied.members["n2"]?.replication == "127.0.0.1:7702")
+    #expect(proxied.members["n2"]?.control == "127.0.0.1:7802")
+  }
+
+  @Test(arguments: [
+    ("  replication_listen: \"127.0.0.1\"\n", "cluster.replication_listen"),
+    ("  replication_listen: \"127.0.0.1:70000\"\n", "cluster.replication_listen"),
+    ("  replication_listen: [a]\n", "cluster.replication_listen"),
+    ("  control_listen: \":7802\"\n", "cluster.control_listen"),
+    ("  control_listen: \"host:port\"\n", "cluster.control_listen"),
+  ])
+  func aBadListenAddressNamesTheKey(_ text: String, _ key: String) {
+    do {
+      _ = try Self.parse(
+        "  name: x\n  node: n1\n  initial_primary: n1\n  certificates: c\n" + text + Self.members)
+      Issue.record("accepted: \(text)")
+    } catch {
+      #expect(error.key == key, "\(error)")
+    }
+  }
+
   /// Every shipped example configuration parses.
   @Test(arguments: [
     "local-3/n1", "local-3/n2", "local-3/n3", "local-3/controller", "local-5/n1", "local-5/n5",

@@ -157,16 +157,22 @@ final class ScriptedController: Sendable {
   }
 
   static func write(_ engine: MemoryEngine, _ ids: Range<Int>, durability: Durability) async throws -> [LSN] {
-    var lsns: [LSN] = []
+    try await outcomes(engine, ids, durability: durability).map(\.lsn)
+  }
+
+  static func outcomes(_ engine: MemoryEngine, _ ids: Range<Int>, durability: Durability) async throws
+    -> [WriteOutcome]
+  {
+    var outcomes: [WriteOutcome] = []
     for id in ids {
-      let outcome = try await engine.execute(
-        TransactionRequest(
-          namespace: "agents",
-          operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0, 0]))],
-          durability: durability))
-      lsns.append(outcome.lsn)
+      outcomes.append(
+        try await engine.execute(
+          TransactionRequest(
+            namespace: "agents",
+            operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0, 0]))],
+            durability: durability)))
     }
-    return lsns
+    return outcomes
   }
 
   @Test func failoverByControlRequestsThenTheOldPrimaryRejoinsAndConverges() async throws {
@@ -269,6 +275,106 @@ final class ScriptedController: Sendable {
       await c1again.close()
       await c2.close()
       await c3.close()
+    }
+  }
+
+  /// A node configuration written out by hand: `members` maps each member to its (api,
+  /// replication, control) ports as THIS node knows them; `extra` is appended to the `cluster`
+  /// section, `testing` becomes the `testing` section.
+  static func handWritten(
+    _ cluster: Cluster, node: String, members: [String: (api: Int, replication: Int, control: Int)],
+    managed: Bool, extra: String = "", testing: String? = nil
+  ) throws -> NodeConfiguration {
+    let entries = members.keys.sorted().map { name in
+      let port = members[name]!
+      return
+        "    \(name): {api: \"http://127.0.0.1:\(port.api)\", replication: \"127.0.0.1:\(port.replication)\", control: \"127.0.0.1:\(port.control)\"}"
+    }.joined(separator: "\n")
+    let controller =
+      managed
+      ? "  controller: {api: \"http://127.0.0.1:1\", state_directory: \(cluster.directory)/controller}\n" : ""
+    return try NodeConfiguration.parse(
+      yaml: "data_dir: \(cluster.directory)/\(node)\ndevelopment_mode: true\n"
+        + (testing.map { "testing: \($0)\n" } ?? "")
+        + "cluster:\n  name: control-test\n  node: \(node)\n  initial_primary: n1\n  quorum: 1\n"
+        + "  certificates: \(cluster.certificates)\n  quorum_timeout_ms: 300\n" + extra + controller
+        + "  members:\n" + entries + "\n")
+  }
+
+  /// `replication_listen` and `control_listen`: n1 binds addresses that its own member entry does
+  /// not name (that entry's ports stay unused), and is still reached by n2, whose configuration
+  /// lists n1 at the addresses n1 really binds — as when a proxy sits in front of every link.
+  @Test func aNodeListensWhereItsListenKeysSayAndIsReachedThroughOtherMembersAddresses() async throws {
+    try await Self.scenario { cluster in
+      let n1Listen = (replication: try unusedPort(), control: try unusedPort())
+      let n1Advertised = (api: try unusedPort(), replication: try unusedPort(), control: try unusedPort())
+      let n2Ports = cluster.ports["n2"]!
+      let n1Config = try Self.handWritten(
+        cluster, node: "n1", members: ["n1": n1Advertised, "n2": n2Ports], managed: true,
+        extra: "  replication_listen: \"127.0.0.1:\(n1Listen.replication)\"\n"
+          + "  control_listen: \"127.0.0.1:\(n1Listen.control)\"\n")
+      let n2Config = try Self.handWritten(
+        cluster, node: "n2",
+        members: [
+          "n1": (n1Advertised.api, n1Listen.replication, n1Listen.control), "n2": n2Ports,
+        ], managed: true)
+      let n1 = try await ClusterNode.start(configuration: n1Config, logger: Self.logger)
+      cluster.nodes["n1"] = n1
+      let n2 = try await ClusterNode.start(configuration: n2Config, logger: Self.logger)
+      cluster.nodes["n2"] = n2
+
+      // The controller reaches n1 on control_listen only.
+      await #expect(throws: (any Error).self) {
+        let wrong = try await ScriptedController.connect(
+          to: "n1", port: n1Advertised.control, certificates: cluster.certificates)
+        await wrong.close()
+      }
+      let c1 = try await ScriptedController.connect(
+        to: "n1", port: n1Listen.control, certificates: cluster.certificates)
+      #expect(try await c1.send(.resume(epoch: n1.host.engine.log.currentEpoch)) == .done)
+      try await Self.eventually("n2 streams from n1") {
+        n1.primary?.followerStatuses.contains { $0.nodeID == "n2" && $0.state == "streaming" } == true
+      }
+      // A quorum write needs n2's flush: it came over n1's replication_listen.
+      _ = try await n1.host.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
+      let written = try await Self.outcomes(n1.host.engine, 0..<5, durability: .quorum)
+      #expect(written.allSatisfy { $0.durability == .quorum })
+      #expect(n2.host.engine.log.positions.flushed.value >= written.last!.lsn)
+      await c1.close()
+    }
+  }
+
+  /// `testing.ack_quorum_before_flush`: with no follower at all, a `quorum` write is acknowledged
+  /// (as `quorum`) once it is flushed on the primary; without the switch it fails with
+  /// insufficient_replicas.
+  @Test func ackQuorumBeforeFlushAcknowledgesQuorumWritesWithoutFollowers() async throws {
+    try await Self.scenario { cluster in
+      let members = ["n1": cluster.ports["n1"]!, "n2": cluster.ports["n2"]!]
+      for unsafe in [false, true] {
+        let configuration = try Self.handWritten(
+          cluster, node: "n1", members: members, managed: false,
+          testing: unsafe ? "{ack_quorum_before_flush: true}" : nil)
+        let n1 = try await ClusterNode.start(configuration: configuration, logger: Self.logger)
+        cluster.nodes["n1"] = n1
+        let engine = n1.host.engine
+        if !unsafe {
+          _ = try await engine.createNamespace(NamespaceConfig(name: "agents", dimension: 4, metric: .cosine))
+        }
+        do {
+          let written = try await Self.outcomes(engine, unsafe ? 1..<3 : 0..<1, durability: .quorum)
+          #expect(unsafe, "a quorum write with no follower was acknowledged")
+          #expect(
+            written.allSatisfy { $0.durability == .quorum && $0.lsn <= engine.log.positions.flushed.value })
+        } catch let error as WriteError {
+          guard case .insufficientReplicas = error else {
+            Issue.record("unexpected \(error)")
+            return
+          }
+          #expect(!unsafe, "refused with the switch on: \(error)")
+        }
+        await cluster.stop("n1")
+      }
     }
   }
 

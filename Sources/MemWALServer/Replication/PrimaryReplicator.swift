@@ -49,6 +49,9 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     public var host: String
     public var port: Int
     public var timings = ReplicationTimings()
+    /// Test-only (`testing.ack_quorum_before_flush`): a `quorum` write is acknowledged as soon as it
+    /// is flushed here, without waiting for any follower. Breaks G2 on purpose.
+    public var acknowledgesQuorumBeforeFollowersFlush = false
 
     public init(
       clusterID: ClusterID, nodeName: String, members: Set<String>, quorum: Int, host: String, port: Int
@@ -226,6 +229,10 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
       return try await withCheckedThrowingContinuation { continuation in
         let immediate: Result<Durability, WriteError>? = shared.withLock { state in
           if let reason = state.steppedDown { return .failure(.indeterminate(reason)) }
+          // The engine calls the gate only once the record is flushed locally.
+          if durability == .quorum && settings.acknowledgesQuorumBeforeFollowersFlush {
+            return .success(.quorum)
+          }
           if let reached = Self.reached(lsn, wanting: durability, state) { return .success(reached) }
           state.waiters.append(
             Waiter(lsn: lsn, level: durability, deadline: deadline, continuation: continuation))

@@ -20,7 +20,8 @@ enum FaultKind: String, CaseIterable, Sendable {
   case slow
   /// Every link of one node capped at 32 KiB/s each way.
   case bandwidth
-  /// The primary's links delayed by 300 ms, then the primary killed: acknowledged writes that only
+  /// The primary's links delayed by 300 ms, then the primary killed and what its links still carry
+  /// dropped (a machine that dies takes its unsent bytes with it): acknowledged writes that only
   /// the primary had are lost unless acknowledgements wait for the followers.
   case slowThenKillPrimary = "slow-kill-primary"
   /// Every write (and file creation) on one node fails with ENOSPC.
@@ -182,8 +183,13 @@ final class Nemesis: @unchecked Sendable {
       target = primary ?? anyNode
       setLinks(where: { $0.to == target && $0.kind == .replication }, LinkFaults(delay: .milliseconds(300)))
       try await Task.sleep(for: .seconds(1))
+      // The machine dies with what it had not yet delivered: what the links still hold is dropped.
       cluster.signal(target, SIGKILL)
-      log("fault: replication from \(target) delayed 300 ms, then kill -9 \(target)")
+      for (link, proxy) in proxies where link.to == target && link.kind == .replication {
+        proxy.resetConnections()
+      }
+      log(
+        "fault: replication from \(target) delayed 300 ms, then kill -9 \(target) (bytes in flight dropped)")
       try await Task.sleep(for: .seconds(hold))
       setLinks(where: { _ in true }, .none)
       try cluster.start(target)

@@ -173,6 +173,8 @@ public struct CheckpointStore: Sendable {
       file.close()
     } catch {
       file.close()
+      // Leave no partial file to fill a disk that is already full; the next try starts afresh.
+      try? fileSystem.removeFile(temporaryPath)
       throw error
     }
     try fileSystem.rename(temporaryPath, to: finalPath)

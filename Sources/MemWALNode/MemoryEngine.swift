@@ -219,13 +219,32 @@ public final class MemoryEngine: @unchecked Sendable {
           if bytesSinceCheckpoint.add(bytes, ordering: .relaxed).newValue >= options.checkpointEveryBytes,
             options.checkpointEveryBytes > 0
           {
-            _ = try await takeCheckpoint()
+            do {
+              _ = try await takeCheckpoint()
+            } catch is CancellationError {
+              return
+            } catch {
+              // A checkpoint that cannot be written (a full disk, say) costs replay time and WAL
+              // space, nothing else: applying goes on, and the next try comes after another
+              // `checkpointEveryBytes`. (Found while adding disk faults for `memwal chaos`: the applier used to stop here for
+              // good while the node stayed up, and every `min_lsn` read on it timed out.)
+              bytesSinceCheckpoint.store(0, ordering: .relaxed)
+              logger.error(
+                "checkpoint failed; applying goes on, the next try after \(options.checkpointEveryBytes) more bytes",
+                metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
+            }
           }
         } catch is CancellationError {
           return
         } catch {
           if Task.isCancelled { return }
-          logger.error("applier stopped", metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
+          logger.critical("applier stopped", metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
+          // A node that logs writes but can no longer apply them serves stale reads forever; fail
+          // stop like a failed log (`memwal serve` exits from the handler) unless the log itself
+          // stopped, which has called it already.
+          if log.stoppedBy == nil {
+            options.log.failureHandler?(.failed("the applier stopped at LSN \(store.appliedLSN): \(error)"))
+          }
           return
         }
       }

@@ -1,0 +1,70 @@
+import MemWALCore
+import MemWALLog
+import MemWALNode
+import MemWALStore
+import Synchronization
+import Testing
+
+/// A disk on which checkpoint files cannot be created while `isFull` is set (the log's own files
+/// still can): a full disk that only the larger checkpoint write runs into.
+final class CheckpointlessDisk: FileSystem, @unchecked Sendable {
+  let base = SimulatedFileSystem()
+  let isFull = Atomic<Bool>(false)
+
+  func openFile(_ path: String, mode: FileOpenMode) throws -> StorageFile {
+    if isFull.load(ordering: .relaxed), mode == .createNew, path.contains("/checkpoints/") {
+      throw FileSystemError(operation: "open", path: path, errno: 28, reason: "No space left on device")
+    }
+    return try base.openFile(path, mode: mode)
+  }
+  func contentsOfDirectory(_ path: String) throws -> [String] { try base.contentsOfDirectory(path) }
+  func createDirectory(_ path: String) throws { try base.createDirectory(path) }
+  func fileExists(_ path: String) -> Bool { base.fileExists(path) }
+  func isDirectory(_ path: String) -> Bool { base.isDirectory(path) }
+  func rename(_ source: String, to destination: String) throws { try base.rename(source, to: destination) }
+  func removeFile(_ path: String) throws { try base.removeFile(path) }
+  func syncDirectory(_ path: String) throws { try base.syncDirectory(path) }
+}
+
+@Suite struct CheckpointFailureTests {
+  /// A checkpoint that fails must not stop the applier: writes go on being applied (reads with
+  /// `min_lsn` keep working), and checkpoints resume once the disk has room.
+  @Test func aFailedCheckpointLeavesTheApplierRunning() async throws {
+    let clock = TestClock()
+    var options = engineOptions(clock: clock)
+    options.checkpointEveryBytes = 4 << 10
+    let disk = CheckpointlessDisk()
+    let engine = try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: disk, logger: quietLogger)
+    _ = try await engine.createNamespace(NamespaceConfig(name: "n", dimension: 8, metric: .l2))
+    disk.isFull.store(true, ordering: .relaxed)
+    func write(_ batch: Int) async throws -> LSN {
+      var last = LSN.zero
+      for index in 0..<40 {
+        let record = MemoryRecord(id: "m\(batch)-\(index)", vector: (0..<8).map { Float($0 + index) })
+        last = try await engine.execute(
+          TransactionRequest(namespace: "n", operations: [.upsertMemory(record)])
+        ).lsn
+      }
+      return last
+    }
+    for batch in 0..<3 {
+      let last = try await write(batch)
+      try await engine.waitForApplied(last, timeout: .seconds(10))
+    }
+    let checkpoints = {
+      (try? disk.contentsOfDirectory("/node/checkpoints"))?.filter { $0.hasSuffix(".ckpt") } ?? []
+    }
+    #expect(checkpoints().isEmpty)
+    disk.isFull.store(false, ordering: .relaxed)
+    let deadline = ContinuousClock.now + .seconds(10)
+    var batch = 3
+    while checkpoints().isEmpty && ContinuousClock.now < deadline {
+      let last = try await write(batch)
+      try await engine.waitForApplied(last, timeout: .seconds(10))
+      batch += 1
+    }
+    #expect(!checkpoints().isEmpty)
+    await engine.close()
+  }
+}

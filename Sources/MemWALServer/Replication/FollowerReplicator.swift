@@ -416,6 +416,9 @@ public final class FollowerReplicator: @unchecked Sendable {
       publishError("reopening the engine failed: \(error)")
       stopped = true
       for (_, channel) in channels { channel.close(promise: nil) }
+      // A node with no engine can only refuse; where a failure handler is set (`memwal serve`),
+      // it ends the process, and the next start recovers from what is on disk.
+      engine.options.log.failureHandler?(.failed("reopening the engine failed: \(error)"))
     }
   }
 

@@ -22,6 +22,8 @@ struct ChaosFindings: Sendable {
   var digestMismatch = false
   /// Epoch → leaders named by epoch-change records in any node's log or archive.
   var epochLeaders: [UInt64: Set<String>] = [:]
+  /// Distinct (epoch, LSN) positions compared across every node's log and archive.
+  var recordsCompared = 0
   var searchMismatches: [String] = []
   var searchesChecked = 0
   var graphMismatches: [String] = []
@@ -290,17 +292,37 @@ struct ChaosChecker {
   /// must have one leader.
   static func checkEpochs(_ findings: inout ChaosFindings, directory: String, nodes: [String]) {
     let fileSystem = POSIXFileSystem()
+    // Two writers in one epoch would leave different records at one (epoch, LSN): every copy of a
+    // position, in any node's log or archive, must be the same record.
+    var identities: [RecordPosition: (identity: String, source: String)] = [:]
+    var conflicts: [String] = []
     func scan(_ walDirectory: String) {
       let scanner = LogScanner(walDirectory: walDirectory, fileSystem: fileSystem)
       let found = LockedList<(UInt64, String)>()
+      let records = LockedList<(RecordPosition, String)>()
       do {
         try scanner.scan { frame, _, _ in
-          if case .epochChange(let change) = frame.record.payload {
-            found.append((frame.record.epoch.rawValue, change.leader))
+          let record = frame.record
+          if case .epochChange(let change) = record.payload {
+            found.append((record.epoch.rawValue, change.leader))
           }
+          records.append(
+            (
+              RecordPosition(epoch: record.epoch.rawValue, lsn: record.lsn.rawValue),
+              "txn \(record.transactionID) at \(record.timestampMicros)"
+            ))
           return true
         }
         for (epoch, leader) in found.items { findings.epochLeaders[epoch, default: []].insert(leader) }
+        for (position, identity) in records.items {
+          if let seen = identities[position], seen.identity != identity {
+            conflicts.append(
+              "epoch \(position.epoch) LSN \(position.lsn): \(seen.identity) in \(seen.source), \(identity) in \(walDirectory)"
+            )
+          } else {
+            identities[position] = (identity, walDirectory)
+          }
+        }
       } catch {
         findings.notes.append("could not scan \(walDirectory): \(error)")
       }
@@ -327,6 +349,12 @@ struct ChaosChecker {
     for (epoch, leaders) in findings.epochLeaders where leaders.count > 1 {
       findings.violations.append("epoch \(epoch) has \(leaders.count) leaders: \(leaders.sorted())")
     }
+    findings.recordsCompared = identities.count
+    if !conflicts.isEmpty {
+      findings.violations.append(
+        "\(conflicts.count) log positions hold different records on different nodes (two writers in one epoch): "
+          + conflicts.prefix(3).joined(separator: "; "))
+    }
   }
 }
 
@@ -336,4 +364,10 @@ final class LockedList<Element>: @unchecked Sendable {
   private var elements: [Element] = []
   func append(_ element: Element) { lock.withLock { elements.append(element) } }
   var items: [Element] { lock.withLock { elements } }
+}
+
+/// A record's place in the history: its epoch and LSN.
+struct RecordPosition: Hashable {
+  var epoch: UInt64
+  var lsn: UInt64
 }

@@ -270,6 +270,7 @@ struct ChaosReport {
         + findings.digests.keys.sorted().map { "\(string($0)):\(string(findings.digests[$0]!))" }
         .joined(separator: ",") + "}",
       "\"epoch_leaders\":{" + epochs.joined(separator: ",") + "}",
+      "\"log_positions_compared\":\(findings.recordsCompared)",
       "\"searches_checked\":\(findings.searchesChecked)",
       "\"fail_stops\":\(strings(failStops))",
       "\"violations\":\(strings(findings.violations))", "\"notes\":\(strings(findings.notes))",

@@ -308,3 +308,16 @@ struct StartingGate: ReplicationGate {
     throw .insufficientReplicas("the primary is starting replication; retry")
   }
 }
+
+/// The replication gate a primary leaves behind when it stops (a step-down or a shutdown): a write
+/// it logged that reaches the gate afterwards has an unknown fate — it may be cut as a divergent
+/// tail — so it ends `indeterminate`, never acknowledged at the `local` level it reached.
+struct StoppedGate: ReplicationGate {
+  var reason: String
+
+  func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError)
+    -> Durability
+  {
+    throw .indeterminate("not confirmed: \(reason)")
+  }
+}

@@ -267,6 +267,36 @@ import Testing
     }
   }
 
+  /// A write that reaches the replication gate after its primary stopped (stepped down for a new
+  /// epoch, or shutting down) must not be acknowledged at the `local` level it reached: its record
+  /// may be cut as a divergent tail. Found by `memwal chaos` (seed 1001): a primary woken from
+  /// SIGSTOP after a failover answered a `quorum` write with `durability: local`, and the client
+  /// counted it as acknowledged.
+  @Test func aQuorumWriteAfterThePrimaryStoppedIsIndeterminateNeverLocal() async throws {
+    try await Self.scenario { certificates, _, directory in
+      let primary = try await Self.startPrimary(
+        "n1", directory: directory + "/n1", certificates: certificates, quorum: 1, timings: Self.timings())
+      let n2 = try await Self.startFollower(
+        "n2", directory: directory + "/n2", certificates: certificates, primary: primary)
+      _ = try await primary.engine.createNamespace(
+        NamespaceConfig(name: "agents", dimension: 4, metric: .cosine), durability: .quorum)
+      _ = try await Self.write(primary.engine, ids: 0..<5, durability: .quorum)
+      // The replicator stops (a step-down stops it before the engine is told it is a follower; a
+      // shutdown stops it before the engine closes): a write logged now reaches the gate after.
+      await primary.primary?.stop()
+      do {
+        let answer = try await Self.write(primary.engine, ids: 5..<6, durability: .quorum)
+        Issue.record("a quorum write after the primary stopped was answered: \(answer)")
+      } catch let error as WriteError {
+        guard case .indeterminate = error else {
+          Issue.record("expected indeterminate, got \(error)")
+          return
+        }
+      }
+      await n2.stop()
+    }
+  }
+
   @Test func aFollowerBehindTheRetainedLogCatchesUpThroughACheckpoint() async throws {
     try await Self.scenario { certificates, _, directory in
       var timings = Self.timings()

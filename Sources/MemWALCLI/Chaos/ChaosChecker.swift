@@ -11,6 +11,8 @@ struct ChaosFindings: Sendable {
   /// Acknowledged operations missing on some node ("c0-12 on n2").
   var lost: [String] = []
   var lostOperations = 0
+  /// Acknowledgements of `quorum` writes at a lower durability.
+  var downgraded: [String] = []
   /// Failed operations found on some node.
   var failedPresent: [String] = []
   /// Indeterminate operations present on some nodes and absent on others.
@@ -86,6 +88,11 @@ struct ChaosChecker {
     if !findings.lost.isEmpty {
       findings.violations.append(
         "\(findings.lostOperations) acknowledged operations lost (\(findings.lost.prefix(5).joined(separator: ", "))…)"
+      )
+    }
+    if !findings.downgraded.isEmpty {
+      findings.violations.append(
+        "\(findings.downgraded.count) quorum writes answered at a lower durability (\(findings.downgraded.prefix(3).joined(separator: ", ")))"
       )
     }
     if !findings.failedPresent.isEmpty {
@@ -187,13 +194,23 @@ struct ChaosChecker {
       present[name] = found
     }
     var lostIDs: Set<String> = []
+    // Every write asks for `quorum`; a cluster answering less has downgraded it silently (G2).
+    for operation in operations {
+      if case .acknowledged(let lsn, let epoch, let durability, _) = operation.outcome,
+        durability != "quorum" && durability != "all_applied"
+      {
+        findings.downgraded.append("\(operation.id) answered \(durability) at LSN \(lsn) in epoch \(epoch)")
+      }
+    }
     for operation in operations {
       let answers = cluster.names.compactMap { present[$0]?[operation.id] }
       guard answers.count == cluster.names.count else { continue }
       switch operation.outcome {
-      case .acknowledged:
+      case .acknowledged(let lsn, let epoch, _, let isRepeat):
         for name in cluster.names where present[name]?[operation.id] == false {
-          findings.lost.append("\(operation.id) on \(name)")
+          findings.lost.append(
+            "\(operation.id) on \(name) (acknowledged at LSN \(lsn) in epoch \(epoch)\(isRepeat ? " as a repeat" : ""))"
+          )
           lostIDs.insert(operation.id)
         }
       case .failed:

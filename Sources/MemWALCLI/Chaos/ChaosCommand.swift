@@ -160,6 +160,9 @@ struct ChaosCommand: AsyncParsableCommand {
       for writer in writers { await writer.value }
       try await nemesis.healAll()
       log("faults healed; \(workload.count) operations; checking")
+      // Every operation as the client saw it, for the investigation of a failed run.
+      try workload.operations.map(\.json).joined(separator: "\n").appending("\n")
+        .write(toFile: root + "/operations.jsonl", atomically: true, encoding: .utf8)
       let checker = ChaosChecker(cluster: cluster, operations: workload.operations, seed: seed, log: log)
       var findings = await checker.check(convergenceTimeout: .seconds(convergenceTimeout))
       findings.violations += nemesis.crashes.map { "process crashed: \($0)" }
@@ -263,6 +266,7 @@ struct ChaosReport {
       "\"operations_by_kind\":{" + kindsJSON.joined(separator: ",") + "}",
       "\"lost\":\(findings.lostOperations)", "\"lost_examples\":\(strings(Array(findings.lost.prefix(50))))",
       "\"failed_present\":\(strings(Array(findings.failedPresent.prefix(50))))",
+      "\"downgraded\":\(strings(Array(findings.downgraded.prefix(50))))",
       "\"divergent\":\(strings(Array(findings.divergent.prefix(50))))",
       "\"converged\":\(findings.converged)", "\"converged_lsn\":\(findings.convergedLSN)",
       "\"final_primary\":\(findings.finalPrimary.map(string) ?? "null")",

@@ -17,7 +17,8 @@ struct ChaosOperation: Sendable {
   }
 
   enum Outcome: Sendable {
-    case acknowledged(lsn: UInt64, epoch: UInt64)
+    /// `repeat`: the answer came from a repeat of the idempotency key (an earlier attempt's record).
+    case acknowledged(lsn: UInt64, epoch: UInt64, durability: String, repeat: Bool)
     case failed(String)
     case indeterminate(String)
   }
@@ -31,6 +32,25 @@ struct ChaosOperation: Sendable {
   var outcome: Outcome
   var from: String?
   var to: String?
+
+  /// One JSON object: the operation as the client saw it (the run directory's operations.jsonl).
+  var json: String {
+    var fields = [
+      "\"id\":\(jsonString(id))", "\"kind\":\"\(kind.rawValue)\"", "\"client\":\(client)",
+      String(format: "\"started\":%.3f,\"ended\":%.3f", started, ended),
+    ]
+    if let from, let to { fields.append("\"from\":\(jsonString(from)),\"to\":\(jsonString(to))") }
+    switch outcome {
+    case .acknowledged(let lsn, let epoch, let durability, let isRepeat):
+      fields.append(
+        "\"outcome\":\"acknowledged\",\"lsn\":\(lsn),\"epoch\":\(epoch),\"durability\":\"\(durability)\",\"repeat\":\(isRepeat)"
+      )
+    case .failed(let error): fields.append("\"outcome\":\"failed\",\"error\":\(jsonString(error))")
+    case .indeterminate(let error):
+      fields.append("\"outcome\":\"indeterminate\",\"error\":\(jsonString(error))")
+    }
+    return "{" + fields.joined(separator: ",") + "}"
+  }
 
   var isAcknowledged: Bool {
     if case .acknowledged = outcome { return true }
@@ -165,7 +185,9 @@ final class ChaosWorkload: Sendable {
       }
       switch outcome {
       case .acknowledged(let result):
-        operation.outcome = .acknowledged(lsn: result.lsn.rawValue, epoch: result.epoch.rawValue)
+        operation.outcome = .acknowledged(
+          lsn: result.lsn.rawValue, epoch: result.epoch.rawValue, durability: result.durability.description,
+          repeat: result.isRepeat)
       case .failed(let error): operation.outcome = .failed("\(error)")
       case .indeterminate(let error): operation.outcome = .indeterminate("\(error)")
       }

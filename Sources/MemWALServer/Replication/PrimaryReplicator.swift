@@ -193,7 +193,13 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     for (_, channel) in channels { try? await channel.close() }
     channels.removeAll()
     failWaiters(.indeterminate("the node is shutting down"))
-    engine.replicationGate = nil
+    // Not nil: an engine without a gate answers `quorum` with the `local` it reached (a single
+    // node), and a write logged here but not yet at the gate when this primary stopped — stepped
+    // down for a new epoch, say — would be acknowledged to its client as if that were enough.
+    // (Found by `memwal chaos`, seed 1001: a `quorum` write answered `local` by a primary woken
+    // from SIGSTOP after a failover; its record was then cut as a divergent tail.)
+    let reason = shared.withLock { $0.steppedDown } ?? "this primary stopped"
+    engine.replicationGate = StoppedGate(reason: reason)
     engine.retentionFloor = nil
   }
 

@@ -4,6 +4,7 @@ import Glibc
 import MemWALClient
 import MemWALCore
 import MemWALServer
+import Synchronization
 
 /// A cluster of `memwal serve` processes and a `memwal controller` on loopback, made in a scratch
 /// directory with certificates and free ports, for `memwal bench failover` and `memwal chaos` (the
@@ -43,7 +44,14 @@ final class LocalProcessCluster: @unchecked Sendable {
   private(set) var apiPorts: [String: Int] = [:]
   private(set) var controllerPort = 0
   private(set) var links: [Link] = []
-  private var processes: [String: Process] = [:]
+  private var processes: [String: Process] = [:] {
+    didSet {
+      let pids = processes.mapValues(\.processIdentifier)
+      startedPIDs.withLock { $0 = pids }
+    }
+  }
+  /// The process ids of ``processes``, readable from a signal handler's thread.
+  private let startedPIDs = Mutex<[String: pid_t]>([:])
   private let binary: String
 
   convenience init(directory: String, nodes count: Int = 3, quorum: Int = 1, checkpointEveryBytes: Int? = nil)
@@ -186,6 +194,15 @@ final class LocalProcessCluster: @unchecked Sendable {
       processes[name] = nil
     }
     return exited.sorted { $0.0 < $1.0 }
+  }
+
+  /// SIGKILL to every process this cluster started (after SIGCONT, for paused ones), from any
+  /// thread: what an interrupted `memwal chaos` does before it exits, so nothing outlives it.
+  func killEverything() {
+    for pid in startedPIDs.withLock({ Array($0.values) }) {
+      kill(pid, SIGCONT)
+      kill(pid, SIGKILL)
+    }
   }
 
   /// The process id of a running process.

@@ -125,6 +125,20 @@ struct ChaosCommand: AsyncParsableCommand {
       return "search:\n  exact_below: 1000000\n" + (testing.isEmpty ? "" : "testing:\n" + testing.joined())
     }
     let cluster = try LocalProcessCluster(directory: root, options: options)
+    // Interrupted (Ctrl-C, SIGTERM): no node or controller may outlive the harness.
+    signal(SIGINT, SIG_IGN)
+    signal(SIGTERM, SIG_IGN)
+    let interrupts = [SIGINT, SIGTERM].map { (number: Int32) -> any DispatchSourceSignal in
+      let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+      source.setEventHandler {
+        cluster.killEverything()
+        warn("chaos: interrupted; every process of the run killed; run directory \(root) kept")
+        Glibc.exit(130)
+      }
+      source.resume()
+      return source
+    }
+    defer { for source in interrupts { source.cancel() } }
     for name in cluster.names {
       try "none\n".write(toFile: Nemesis.faultFile(root, name), atomically: true, encoding: .utf8)
     }

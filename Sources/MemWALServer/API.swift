@@ -237,10 +237,42 @@ public struct API: Sendable {
   }
 
   func parameter(_ context: BasicRequestContext, _ name: String) throws(APIError) -> String {
-    guard let value = context.parameters.get(name), !value.isEmpty else {
+    guard let raw = context.parameters.get(name), !raw.isEmpty else {
       throw .badRequest("missing path parameter \(name)")
     }
+    guard let value = Self.percentDecoded(raw), !value.isEmpty else {
+      throw .badRequest(
+        "path parameter \(name) is not valid percent-encoded UTF-8 (write a literal % as %25): \(raw.prefix(80))"
+      )
+    }
     return value
+  }
+
+  /// A path segment with its percent-escapes decoded (RFC 3986 §2.1), or nil when an escape is
+  /// malformed or the bytes are not UTF-8. MemWALClient escapes every id it puts in a path.
+  static func percentDecoded(_ text: String) -> String? {
+    guard text.utf8.contains(UInt8(ascii: "%")) else { return text }
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(text.utf8.count)
+    var iterator = text.utf8.makeIterator()
+    func hex(_ byte: UInt8?) -> UInt8? {
+      guard let byte else { return nil }
+      switch byte {
+      case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+      case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+      case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+      default: return nil
+      }
+    }
+    while let byte = iterator.next() {
+      guard byte == UInt8(ascii: "%") else {
+        bytes.append(byte)
+        continue
+      }
+      guard let high = hex(iterator.next()), let low = hex(iterator.next()) else { return nil }
+      bytes.append(high << 4 | low)
+    }
+    return String(validating: bytes, as: UTF8.self)
   }
 
   /// The read point a request asks for: waits (bounded) for `min_lsn`, then `as_of_lsn` /

@@ -99,20 +99,25 @@ import Testing
     }
   }
 
-  /// Known issue (found by this fuzz's `paths` generator): path parameters are used as sent, not
-  /// percent-decoded, so a record whose id needs escaping in a URL (`a b`, `user:42`, `café`)
-  /// cannot be read or deleted by its path, and MemWALClient, which escapes ids, cannot reach it
-  /// either. Left to the API's owner: decoding changes what raw paths mean (`50%off` would become
-  /// invalid).
+  /// Path parameters are percent-decoded (found by this fuzz's `paths` generator: they were used as
+  /// sent, so a record whose id needs escaping in a URL — `a b`, `user:42`, `café` — could not be
+  /// read or deleted by its path, and MemWALClient, which escapes ids, could not reach it). A
+  /// malformed escape is a 400 that names the parameter.
   @Test func percentEncodedIDsInPaths() async throws {
     try await APITests.withServer { api, _ in
       _ = try await api.call(.post, "/v1/namespaces", #"{"name":"n","dimension":2,"metric":"l2"}"#)
       let (status, body) = try await api.call(
-        .post, "/v1/namespaces/n/memories", #"{"memories":[{"id":"a b","vector":[1,2]}]}"#)
+        .post, "/v1/namespaces/n/memories",
+        #"{"memories":[{"id":"a b","vector":[1,2]},{"id":"café 50%","vector":[2,1]}]}"#)
       #expect(status == 200, "\(body.jsonText)")
-      await withKnownIssue("path parameters are not percent-decoded") {
-        let (status, body) = try await api.call(.get, "/v1/namespaces/n/memories/a%20b?min_lsn=2")
-        #expect(status == 200, "\(body.jsonText)")
+      let (found, memory) = try await api.call(.get, "/v1/namespaces/n/memories/a%20b?min_lsn=2")
+      #expect(found == 200, "\(memory.jsonText)")
+      let (other, otherBody) = try await api.call(.get, "/v1/namespaces/n/memories/caf%C3%A9%2050%25")
+      #expect(other == 200, "\(otherBody.jsonText)")
+      for bad in ["a%2", "a%zz", "%C3%28", "%"] {
+        let (refused, error) = try await api.call(.get, "/v1/namespaces/n/memories/\(bad)")
+        #expect(refused == 400, "\(bad): \(error.jsonText)")
+        #expect(error.jsonText.contains("path parameter id"), "\(bad): \(error.jsonText)")
       }
     }
   }

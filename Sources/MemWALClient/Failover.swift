@@ -256,6 +256,8 @@ extension MemWALClient {
       case .failed(let error):
         var error = error
         error.idempotencyKey = request.idempotencyKey
+        // A refusal of this attempt says nothing about an earlier one that may have been logged.
+        if attempt.mayHaveWritten { throw attempt.indeterminate(error) }
         throw error
       }
       redirectsInARow = 0

@@ -332,6 +332,18 @@ extension MemoryEngine {
   private func replicated(_ outcome: WriteOutcome, requested: Durability) async throws(WriteError)
     -> WriteOutcome
   {
+    var outcome = outcome
+    // A repeat of a write first asked at `memory` may not be flushed yet: it reaches `local` here
+    // before anything above is asked of the followers.
+    if requested >= .local && outcome.durability < .local {
+      do {
+        // `sync` asks the flusher for an fsync: a `memory` write alone never triggers one.
+        if log.positions.flushed.value < outcome.lsn { try await log.sync() }
+      } catch {
+        throw .indeterminate("the write at LSN \(outcome.lsn) was logged but not flushed: \(error)")
+      }
+      outcome.durability = .local
+    }
     guard requested > .local, outcome.durability == .local, let gate = replicationGate else { return outcome }
     var confirmed = outcome
     confirmed.durability = try await gate.wait(for: outcome.lsn, epoch: outcome.epoch, reaching: requested)

@@ -91,6 +91,32 @@ import Testing
     }
   }
 
+  /// An attempt that may have been logged is not undone by a later attempt's definite refusal:
+  /// the call ends indeterminate, never failed.
+  @Test func aRefusalAfterAnAttemptThatMayHaveBeenLoggedIsIndeterminate() async throws {
+    try await withFakeCluster { cluster in
+      let a = try await cluster.start("a", role: "primary")
+      let b = try await cluster.start("b", role: "follower")
+      Self.point([a, b], at: a, members: [a, b])
+      a.update { $0.writes = .logThenHang }
+      let client = MemWALClient(
+        endpoints: [a.url, b.url], timeout: .milliseconds(200), failover: Self.options())
+      let write = Task {
+        await MemWALClient.Outcome {
+          try await client.upsert([Self.memory("m")], in: "ns", durability: .quorum, idempotencyKey: "k")
+        }
+      }
+      try await eventually("the primary has logged the write") { !a.snapshot.writeKeys.isEmpty }
+      Self.point([b], at: b, epoch: 2, members: [a, b])
+      b.update {
+        $0.role = "primary"
+        $0.writes = .refuse(status: 404, code: "unknown_namespace")
+      }
+      let outcome = await write.value
+      #expect(outcome.isIndeterminate, "\(outcome)")
+    }
+  }
+
   @Test func anUnkeyedWriteDroppedAfterItWasSentIsIndeterminate() async throws {
     let server = try DroppingServer()
     defer { server.stop() }

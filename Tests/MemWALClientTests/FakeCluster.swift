@@ -41,6 +41,8 @@ enum FakeWriteBehaviour: Sendable {
   case logThenFail(code: String)
   /// Logs it and never answers (until the node stops).
   case logThenHang
+  /// A definite refusal (`4xx`): nothing logged.
+  case refuse(status: Int, code: String)
 }
 
 /// A fake MemWAL node (or, with `role` nil, a failover controller) on a loopback port: `GET
@@ -174,6 +176,8 @@ final class FakeNode: Sendable {
     case .logThenFail(let code):
       _ = ledger.log(key: key, epoch: epoch, node: name)
       return Self.error(503, code)
+    case .refuse(let status, let code):
+      return Self.error(status, code)
     case .logThenHang:
       _ = ledger.log(key: key, epoch: epoch, node: name)
       await withCheckedContinuation { continuation in

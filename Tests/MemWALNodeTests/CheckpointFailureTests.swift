@@ -68,3 +68,26 @@ final class CheckpointlessDisk: FileSystem, @unchecked Sendable {
     await engine.close()
   }
 }
+
+@Suite struct RepeatDurabilityTests {
+  /// A repeat of a key first written at `memory` that asks for `local` is answered only once the
+  /// record is flushed, and says `local` — never the `memory` of the first answer.
+  @Test func aRepeatAskingForMoreThanTheFirstWriteWaitsForIt() async throws {
+    let clock = TestClock()
+    let engine = try await MemoryEngine.open(
+      directory: "/node", options: engineOptions(clock: clock), fileSystem: SimulatedFileSystem(),
+      logger: quietLogger)
+    _ = try await engine.createNamespace(NamespaceConfig(name: "n", dimension: 2, metric: .l2))
+    let record = MemoryRecord(id: "m", vector: [1, 2])
+    let first = try await engine.execute(
+      TransactionRequest(
+        namespace: "n", operations: [.upsertMemory(record)], idempotencyKey: "k", durability: .memory))
+    let repeated = try await engine.execute(
+      TransactionRequest(
+        namespace: "n", operations: [.upsertMemory(record)], idempotencyKey: "k", durability: .local))
+    #expect(repeated.isRepeat && repeated.lsn == first.lsn)
+    #expect(repeated.durability == .local)
+    #expect(engine.log.positions.flushed.value >= first.lsn)
+    await engine.close()
+  }
+}

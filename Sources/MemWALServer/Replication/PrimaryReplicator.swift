@@ -192,6 +192,9 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     for task in tasks.withLock({ $0 }) { await task.value }
     for (_, channel) in channels { try? await channel.close() }
     channels.removeAll()
+    // Marked stopped first, so a writer that reaches `wait` after this is refused at once instead
+    // of waiting for an event task that has already ended.
+    shared.withLock { $0.steppedDown = $0.steppedDown ?? "the node is shutting down" }
     failWaiters(.indeterminate("the node is shutting down"))
     // Not nil: an engine without a gate answers `quorum` with the `local` it reached (a single
     // node), and a write logged here but not yet at the gate when this primary stopped — stepped

@@ -26,6 +26,8 @@ struct ChaosFindings: Sendable {
   var epochLeaders: [UInt64: Set<String>] = [:]
   /// Distinct (epoch, LSN) positions compared across every node's log and archive.
   var recordsCompared = 0
+  /// Acknowledgements whose (epoch, LSN) was cut or holds another record.
+  var misplacedAcknowledgements = 0
   var searchMismatches: [String] = []
   var searchesChecked = 0
   var graphMismatches: [String] = []
@@ -41,6 +43,8 @@ struct ChaosChecker {
   let operations: [ChaosOperation]
   let seed: UInt64
   let log: (String) -> Void
+  /// Reaps, classifies and restarts processes that exit while the checker waits (the nemesis's).
+  var supervise: () -> Void = {}
 
   /// Waits until a primary serves with its quorum, every node runs, and every node has applied the
   /// same LSN (the primary's durable LSN) twice in a row.
@@ -48,6 +52,7 @@ struct ChaosChecker {
     let deadline = ContinuousClock.now + timeout
     var previous: UInt64?
     while ContinuousClock.now < deadline {
+      supervise()
       if let view = await cluster.controllerView(), let primary = view.primary,
         await cluster.isServing(primary),
         cluster.names.allSatisfy(cluster.isRunning)
@@ -72,6 +77,20 @@ struct ChaosChecker {
 
   func check(convergenceTimeout: Duration) async -> ChaosFindings {
     var findings = ChaosFindings()
+    // Every write asks for `quorum`; a cluster answering less has downgraded it silently (G2). This
+    // needs only what the clients were told, so it runs even if the cluster never converges.
+    for operation in operations {
+      if case .acknowledged(let lsn, let epoch, let durability, _) = operation.outcome,
+        durability != "quorum" && durability != "all_applied"
+      {
+        findings.downgraded.append("\(operation.id) answered \(durability) at LSN \(lsn) in epoch \(epoch)")
+      }
+    }
+    if !findings.downgraded.isEmpty {
+      findings.violations.append(
+        "\(findings.downgraded.count) quorum writes answered at a lower durability (\(findings.downgraded.prefix(3).joined(separator: ", ")))"
+      )
+    }
     guard let converged = await awaitConvergence(timeout: convergenceTimeout) else {
       findings.violations.append(
         "the cluster did not converge within \(convergenceTimeout) after every fault was healed "
@@ -88,11 +107,6 @@ struct ChaosChecker {
     if !findings.lost.isEmpty {
       findings.violations.append(
         "\(findings.lostOperations) acknowledged operations lost (\(findings.lost.prefix(5).joined(separator: ", "))…)"
-      )
-    }
-    if !findings.downgraded.isEmpty {
-      findings.violations.append(
-        "\(findings.downgraded.count) quorum writes answered at a lower durability (\(findings.downgraded.prefix(3).joined(separator: ", ")))"
       )
     }
     if !findings.failedPresent.isEmpty {
@@ -153,6 +167,7 @@ struct ChaosChecker {
       let reader = MemWALClient(baseURL: cluster.apiURL(name), timeout: .seconds(10))
       var found: [String: Bool] = [:]
       var unreadable: [String] = []
+      var graphMismatches: [String] = []
       for chunk in stride(from: 0, to: records.count, by: 32) {
         let slice = Array(records[chunk..<min(chunk + 32, records.count)])
         let answers = await withTaskGroup(of: (String, Bool?).self) { group in
@@ -175,8 +190,14 @@ struct ChaosChecker {
           do {
             let neighbours = try await reader.neighbors(
               of: source, in: ChaosWorkload.namespace, consistency: .latest)
-            let ids = Set(neighbours.map(\.edge))
-            for edge in edges where edge.from == source { found[edge.id] = ids.contains(edge.id) }
+            let targets = Dictionary(
+              neighbours.map { ($0.edge, $0.node) }, uniquingKeysWith: { first, _ in first })
+            for edge in edges where edge.from == source {
+              found[edge.id] = targets[edge.id] != nil
+              if let target = targets[edge.id], target != edge.to {
+                graphMismatches.append("edge \(edge.id) on \(name) leads to \(target), not \(edge.to ?? "?")")
+              }
+            }
             break
           } catch let error as MemWALClientError where error.status == 404 {
             for edge in edges where edge.from == source { found[edge.id] = false }
@@ -191,15 +212,14 @@ struct ChaosChecker {
         }
       }
       findings.unreadable += unreadable
+      findings.graphMismatches += graphMismatches
       present[name] = found
     }
     var lostIDs: Set<String> = []
-    // Every write asks for `quorum`; a cluster answering less has downgraded it silently (G2).
-    for operation in operations {
-      if case .acknowledged(let lsn, let epoch, let durability, _) = operation.outcome,
-        durability != "quorum" && durability != "all_applied"
-      {
-        findings.downgraded.append("\(operation.id) answered \(durability) at LSN \(lsn) in epoch \(epoch)")
+    for operation in operations where operation.kind == .invalidMemory {
+      // These writes are invalid: acknowledging one, or finding it anywhere, is a bug.
+      if operation.isAcknowledged || cluster.names.contains(where: { present[$0]?[operation.id] == true }) {
+        findings.failedPresent.append("\(operation.id) (an invalid write) was acknowledged or stored")
       }
     }
     for operation in operations {
@@ -259,8 +279,11 @@ struct ChaosChecker {
     for operation in operations where operation.kind == .memory {
       var exists = operation.isAcknowledged
       if case .indeterminate = operation.outcome {
-        exists =
-          (try? await reader.memory(operation.id, in: ChaosWorkload.namespace, consistency: .latest)) != nil
+        guard let found = await Self.exists(operation, reader: reader) else {
+          findings.unreadable.append("\(operation.id) on \(primary) (for the search model)")
+          continue
+        }
+        exists = found
       }
       if exists { model.append((operation.id, ChaosWorkload.vector(for: operation.id))) }
     }
@@ -305,48 +328,69 @@ struct ChaosChecker {
     }
   }
 
-  /// Epoch-change records in every node's log and archive (after the processes stopped): each epoch
-  /// must have one leader.
-  static func checkEpochs(_ findings: inout ChaosFindings, directory: String, nodes: [String]) {
+  /// Every node's log and archived divergent tails, read after the processes stopped:
+  /// - each epoch has one leader (its epoch-change records);
+  /// - every copy of an (epoch, LSN) position is the same record (two writers in one epoch would
+  ///   collide there even without a second epoch-change record);
+  /// - every acknowledgement's (epoch, LSN) holds that operation's record where the logs still have
+  ///   it, and was never cut as a divergent tail (an acknowledged record that was cut is lost, even
+  ///   when another attempt of the same operation wrote its id again elsewhere).
+  /// A log that cannot be read is a violation: the comparison would silently miss it.
+  static func checkLogs(
+    _ findings: inout ChaosFindings, directory: String, nodes: [String], operations: [ChaosOperation]
+  ) {
     let fileSystem = POSIXFileSystem()
-    // Two writers in one epoch would leave different records at one (epoch, LSN): every copy of a
-    // position, in any node's log or archive, must be the same record.
     var identities: [RecordPosition: (identity: String, source: String)] = [:]
+    var recordIDs: [RecordPosition: Set<String>] = [:]
+    var archived: Set<RecordPosition> = []
     var conflicts: [String] = []
-    func scan(_ walDirectory: String) {
+    func scan(_ walDirectory: String, isArchive: Bool) {
       let scanner = LogScanner(walDirectory: walDirectory, fileSystem: fileSystem)
       let found = LockedList<(UInt64, String)>()
-      let records = LockedList<(RecordPosition, String)>()
+      let records = LockedList<(RecordPosition, String, Set<String>)>()
+      var failure: (any Error)?
       do {
         try scanner.scan { frame, _, _ in
           let record = frame.record
-          if case .epochChange(let change) = record.payload {
+          var ids: Set<String> = []
+          var identity = "txn \(record.transactionID) at \(record.timestampMicros)"
+          switch record.payload {
+          case .epochChange(let change):
             found.append((record.epoch.rawValue, change.leader))
+            identity += " epoch-change \(change.leader)"
+          case .transaction(let transaction):
+            ids = Set(transaction.operations.map(\.id))
+            identity +=
+              " \(transaction.namespace) "
+              + transaction.operations.map { "\($0.kind) \($0.id) \($0.after?.count ?? -1)" }.joined(
+                separator: ",")
+          case .quorumChange(let change):
+            identity += " quorum-change \(change.quorumFollowers)"
           }
           records.append(
-            (
-              RecordPosition(epoch: record.epoch.rawValue, lsn: record.lsn.rawValue),
-              "txn \(record.transactionID) at \(record.timestampMicros)"
-            ))
+            (RecordPosition(epoch: record.epoch.rawValue, lsn: record.lsn.rawValue), identity, ids))
           return true
         }
-        for (epoch, leader) in found.items { findings.epochLeaders[epoch, default: []].insert(leader) }
-        for (position, identity) in records.items {
-          if let seen = identities[position], seen.identity != identity {
-            conflicts.append(
-              "epoch \(position.epoch) LSN \(position.lsn): \(seen.identity) in \(seen.source), \(identity) in \(walDirectory)"
-            )
-          } else {
-            identities[position] = (identity, walDirectory)
-          }
-        }
       } catch {
-        findings.notes.append("could not scan \(walDirectory): \(error)")
+        failure = error
       }
+      // What was read before an error still counts.
+      for (epoch, leader) in found.items { findings.epochLeaders[epoch, default: []].insert(leader) }
+      for (position, identity, ids) in records.items {
+        if let seen = identities[position], seen.identity != identity {
+          conflicts.append(
+            "epoch \(position.epoch) LSN \(position.lsn): \(seen.identity) in \(seen.source), \(identity) in \(walDirectory)"
+          )
+        } else {
+          identities[position] = (identity, walDirectory)
+        }
+        if isArchive { archived.insert(position) } else { recordIDs[position] = ids }
+      }
+      if let failure { findings.violations.append("could not read the log in \(walDirectory): \(failure)") }
     }
     for node in nodes {
       let data = "\(directory)/\(node)"
-      scan(LogLayout.resolve(data, fileSystem: fileSystem).walDirectory)
+      scan(LogLayout.resolve(data, fileSystem: fileSystem).walDirectory, isArchive: false)
       // Archived divergent tails are segment files; scan each on its own through a link in a
       // scratch directory under the name a segment has.
       let archive = data + "/archive"
@@ -359,7 +403,7 @@ struct ChaosChecker {
         try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         try? FileManager.default.createSymbolicLink(
           atPath: scratch + "/" + segmentName, withDestinationPath: archive + "/" + entry)
-        scan(scratch)
+        scan(scratch, isArchive: true)
         try? FileManager.default.removeItem(atPath: scratch)
       }
     }
@@ -371,6 +415,23 @@ struct ChaosChecker {
       findings.violations.append(
         "\(conflicts.count) log positions hold different records on different nodes (two writers in one epoch): "
           + conflicts.prefix(3).joined(separator: "; "))
+    }
+    var misplaced: [String] = []
+    for operation in operations {
+      guard case .acknowledged(let lsn, let epoch, _, _) = operation.outcome else { continue }
+      let position = RecordPosition(epoch: epoch, lsn: lsn)
+      if archived.contains(position) {
+        misplaced.append("\(operation.id) acknowledged at LSN \(lsn) in epoch \(epoch), a record later cut")
+      } else if let ids = recordIDs[position], !ids.contains(operation.id) {
+        misplaced.append(
+          "\(operation.id) acknowledged at LSN \(lsn) in epoch \(epoch), which holds \(ids.sorted())")
+      }
+    }
+    findings.misplacedAcknowledgements = misplaced.count
+    if !misplaced.isEmpty {
+      findings.violations.append(
+        "\(misplaced.count) acknowledgements name a log position that does not hold the write (\(misplaced.prefix(3).joined(separator: "; ")))"
+      )
     }
   }
 }

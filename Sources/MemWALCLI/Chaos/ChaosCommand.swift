@@ -177,11 +177,13 @@ struct ChaosCommand: AsyncParsableCommand {
       // Every operation as the client saw it, for the investigation of a failed run.
       try workload.operations.map(\.json).joined(separator: "\n").appending("\n")
         .write(toFile: root + "/operations.jsonl", atomically: true, encoding: .utf8)
-      let checker = ChaosChecker(cluster: cluster, operations: workload.operations, seed: seed, log: log)
+      var checker = ChaosChecker(cluster: cluster, operations: workload.operations, seed: seed, log: log)
+      checker.supervise = { try? nemesis.supervise() }
       var findings = await checker.check(convergenceTimeout: .seconds(convergenceTimeout))
       findings.violations += nemesis.crashes.map { "process crashed: \($0)" }
       cluster.stopAll()
-      ChaosChecker.checkEpochs(&findings, directory: root, nodes: cluster.names)
+      ChaosChecker.checkLogs(
+        &findings, directory: root, nodes: cluster.names, operations: workload.operations)
       outcome = (findings, workload, nemesis)
     } catch {
       harnessError = error
@@ -289,6 +291,7 @@ struct ChaosReport {
         .joined(separator: ",") + "}",
       "\"epoch_leaders\":{" + epochs.joined(separator: ",") + "}",
       "\"log_positions_compared\":\(findings.recordsCompared)",
+      "\"misplaced_acknowledgements\":\(findings.misplacedAcknowledgements)",
       "\"searches_checked\":\(findings.searchesChecked)",
       "\"fail_stops\":\(strings(failStops))",
       "\"violations\":\(strings(findings.violations))", "\"notes\":\(strings(findings.notes))",

@@ -55,9 +55,9 @@ final class Nemesis: @unchecked Sendable {
   private(set) var crashes: [String] = []
   /// Processes that stopped themselves because of an injected disk fault (fail-stop).
   private(set) var failStops: [String] = []
-  /// Nodes with an injected disk fault now, and every node that ever had one.
-  private var diskFaulted: Set<String> = []
-  private var everDiskFaulted: Set<String> = []
+  /// Nodes that had a disk fault injected since they last started: their exit with status 70 is
+  /// the expected fail-stop.
+  private var diskFaultedSinceStart: Set<String> = []
 
   init(
     cluster: LocalProcessCluster, proxies: [LocalProcessCluster.Link: FaultProxy], kinds: [FaultKind],
@@ -140,6 +140,7 @@ final class Nemesis: @unchecked Sendable {
       log("fault: kill -9 \(target)")
       try await Task.sleep(for: .seconds(hold))
       try cluster.start(target)
+      diskFaultedSinceStart.remove(target)
       note = "restarted after \(String(format: "%.1f", hold)) s"
     case .pausePrimary, .pauseFollower:
       target = kind == .pausePrimary ? (primary ?? anyNode) : follower
@@ -193,6 +194,7 @@ final class Nemesis: @unchecked Sendable {
       try await Task.sleep(for: .seconds(hold))
       setLinks(where: { _ in true }, .none)
       try cluster.start(target)
+      diskFaultedSinceStart.remove(target)
       note = "300 ms delay for 1 s, then killed; restarted after \(String(format: "%.1f", hold)) s"
     case .diskFull, .fsyncError:
       let mode = kind == .diskFull ? "disk_full" : "fsync_error"
@@ -210,20 +212,23 @@ final class Nemesis: @unchecked Sendable {
   private func setDisk(_ node: String, _ mode: String) throws {
     try (mode + "\n").write(
       toFile: Self.faultFile(cluster.directory, node), atomically: true, encoding: .utf8)
-    if mode == "none" { diskFaulted.remove(node) } else { diskFaulted.insert(node) }
+    if mode != "none" { diskFaultedSinceStart.insert(node) }
   }
 
   /// Ends every fault: links clear, disks work, paused processes continue, and processes that are
-  /// down are started again (a process that exited on its own is a crash unless a disk fault was on
-  /// it).
+  /// down are started again.
   func healAll() async throws {
     setLinks(where: { _ in true }, .none)
-    everDiskFaulted.formUnion(diskFaulted)
     for name in cluster.names { try setDisk(name, "none") }
     for name in cluster.names + ["controller"] { cluster.signal(name, SIGCONT) }
+    try supervise()
+  }
+
+  /// Reaps processes that exited, classifies each (a node's status 70 after a disk fault injected
+  /// since it last started is its fail-stop; anything else is a crash), and starts them again.
+  func supervise() throws {
     for (name, status) in cluster.reapExited() {
-      // A node stops itself (status 70) when its log fails; it may do so a moment after the heal.
-      if everDiskFaulted.contains(name) && status == 70 {
+      if diskFaultedSinceStart.contains(name) && status == 70 {
         failStops.append("\(name) exited with status \(status) at \(String(format: "%.1f", seconds)) s")
         log("\(name) stopped itself (status \(status)) on the disk fault; restarting")
       } else {
@@ -231,7 +236,9 @@ final class Nemesis: @unchecked Sendable {
         log("\(name) exited unexpectedly (status \(status)); restarting")
       }
     }
-    diskFaulted.removeAll()
-    for name in cluster.names + ["controller"] where !cluster.isRunning(name) { try cluster.start(name) }
+    for name in cluster.names + ["controller"] where !cluster.isRunning(name) {
+      try cluster.start(name)
+      diskFaultedSinceStart.remove(name)
+    }
   }
 }

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     --minutes) length=(--minutes "${2:?--minutes needs a value}"); shift 2 ;;
     --seconds) length=(--seconds "${2:?--seconds needs a value}"); shift 2 ;;
     --seed) seeds+=("${2:?--seed needs a value}"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) passthrough+=("$1"); shift ;;
   esac
 done

@@ -58,8 +58,7 @@ struct FailoverBench: AsyncParsableCommand {
       if !keep { try? FileManager.default.removeItem(atPath: root) }
     }
     try cluster.startAll()
-    let load = FailoverLoad(
-      cluster: cluster, interval: rate > 0 ? .nanoseconds(Int64(1e9) * Int64(writers) / Int64(rate)) : .zero)
+    let load = FailoverLoad(cluster: cluster, pacer: Pacer(perSecond: rate, writers: writers))
     guard let first = try await waitForServingPrimary(cluster, timeout: 60) else {
       throw CLIError("the cluster did not elect a serving primary within 60 s; logs in \(root)")
     }
@@ -189,12 +188,12 @@ final class FailoverLoad: Sendable {
     (Counts(), [], [], false))
   private let client: MemWALClient
 
-  /// Each writer's pause between writes.
-  let interval: Duration
+  /// Each writer's pace (every writer starts from a copy).
+  let pacer: Pacer
 
-  init(cluster: LocalProcessCluster, interval: Duration) {
+  init(cluster: LocalProcessCluster, pacer: Pacer) {
     self.cluster = cluster
-    self.interval = interval
+    self.pacer = pacer
     client = MemWALClient(endpoints: cluster.apiURLs, timeout: .seconds(5))
   }
 
@@ -208,12 +207,9 @@ final class FailoverLoad: Sendable {
 
   func runWriter(_ index: Int) async {
     var sequence = 0
-    var next = ContinuousClock.now
+    var pacer = self.pacer
     while !state.withLock({ $0.stopped }) {
-      if interval > .zero {
-        next += interval
-        if next > ContinuousClock.now { try? await Task.sleep(until: next, clock: .continuous) }
-      }
+      await pacer.wait()
       sequence += 1
       let id = "w\(index)-\(sequence)"
       let record = MemoryRecord(id: id, vector: [Float(index + 1), Float(sequence % 97), 1, 0.5])

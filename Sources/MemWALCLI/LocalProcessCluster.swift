@@ -266,6 +266,25 @@ final class LocalProcessCluster: @unchecked Sendable {
   static func freePort() throws -> Int { try LoopbackPort.reserve() }
 }
 
+/// Paces one of `writers` concurrent writers so that together they make `perSecond` operations a
+/// second (0: no pause). A writer that falls behind catches up without sleeping.
+struct Pacer {
+  let interval: Duration
+  /// When the next operation is due; the first is due at the first `wait`.
+  private var next: ContinuousClock.Instant?
+
+  init(perSecond: Int, writers: Int) {
+    interval = perSecond > 0 ? .nanoseconds(Int64(1e9) * Int64(writers) / Int64(perSecond)) : .zero
+  }
+
+  mutating func wait() async {
+    guard interval > .zero else { return }
+    let due = (next ?? ContinuousClock.now) + interval
+    next = due
+    if due > ContinuousClock.now { try? await Task.sleep(until: due, clock: .continuous) }
+  }
+}
+
 /// A tool's error with a message for the operator.
 struct CLIError: Error, CustomStringConvertible {
   var description: String

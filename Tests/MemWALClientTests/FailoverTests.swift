@@ -63,25 +63,35 @@ import Testing
     }
   }
 
-  /// The primary logs the write and never answers; after the failover the repeat of the key finds
-  /// the first outcome instead of writing again.
+  /// The primary `a` logs a keyed `quorum` write and never answers; then `b` becomes primary in
+  /// epoch 2, writing as `promoted` says. Returns how the call ended.
+  static func failOverAHangingWrite(
+    in cluster: FakeCluster, promoted behaviour: FakeWriteBehaviour = .acknowledge
+  ) async throws -> (outcome: MemWALClient.Outcome, b: FakeNode) {
+    let a = try await cluster.start("a", role: "primary")
+    let b = try await cluster.start("b", role: "follower")
+    point([a, b], at: a, members: [a, b])
+    a.update { $0.writes = .logThenHang }
+    let client = MemWALClient(endpoints: [a.url, b.url], timeout: .milliseconds(200), failover: options())
+    let write = Task {
+      await MemWALClient.Outcome {
+        try await client.upsert([memory("m")], in: "ns", durability: .quorum, idempotencyKey: "k")
+      }
+    }
+    try await eventually("the primary has logged the write") { !a.snapshot.writeKeys.isEmpty }
+    point([b], at: b, epoch: 2, members: [a, b])
+    b.update {
+      $0.role = "primary"
+      $0.writes = behaviour
+    }
+    return (await write.value, b)
+  }
+
+  /// After the failover the repeat of the key finds the first outcome instead of writing again.
   @Test func aKeyedWriteWithoutAnAnswerIsResolvedByItsRepeat() async throws {
     try await withFakeCluster { cluster in
-      let a = try await cluster.start("a", role: "primary")
-      let b = try await cluster.start("b", role: "follower")
-      Self.point([a, b], at: a, members: [a, b])
-      a.update { $0.writes = .logThenHang }
-      let client = MemWALClient(
-        endpoints: [a.url, b.url], timeout: .milliseconds(200), failover: Self.options())
-      let write = Task {
-        await MemWALClient.Outcome {
-          try await client.upsert([Self.memory("m")], in: "ns", durability: .quorum, idempotencyKey: "k")
-        }
-      }
-      try await eventually("the primary has logged the write") { !a.snapshot.writeKeys.isEmpty }
-      Self.point([b], at: b, epoch: 2, members: [a, b])
-      b.update { $0.role = "primary" }
-      guard case .acknowledged(let result) = await write.value else {
+      let (outcome, b) = try await Self.failOverAHangingWrite(in: cluster)
+      guard case .acknowledged(let result) = outcome else {
         Issue.record("the repeat was not acknowledged")
         return
       }
@@ -95,24 +105,8 @@ import Testing
   /// the call ends indeterminate, never failed.
   @Test func aRefusalAfterAnAttemptThatMayHaveBeenLoggedIsIndeterminate() async throws {
     try await withFakeCluster { cluster in
-      let a = try await cluster.start("a", role: "primary")
-      let b = try await cluster.start("b", role: "follower")
-      Self.point([a, b], at: a, members: [a, b])
-      a.update { $0.writes = .logThenHang }
-      let client = MemWALClient(
-        endpoints: [a.url, b.url], timeout: .milliseconds(200), failover: Self.options())
-      let write = Task {
-        await MemWALClient.Outcome {
-          try await client.upsert([Self.memory("m")], in: "ns", durability: .quorum, idempotencyKey: "k")
-        }
-      }
-      try await eventually("the primary has logged the write") { !a.snapshot.writeKeys.isEmpty }
-      Self.point([b], at: b, epoch: 2, members: [a, b])
-      b.update {
-        $0.role = "primary"
-        $0.writes = .refuse(status: 404, code: "unknown_namespace")
-      }
-      let outcome = await write.value
+      let (outcome, _) = try await Self.failOverAHangingWrite(
+        in: cluster, promoted: .refuse(status: 404, code: "unknown_namespace"))
       #expect(outcome.isIndeterminate, "\(outcome)")
     }
   }

@@ -129,8 +129,10 @@ import Testing
     #expect(live.mode == .diskFull)
   }
 
-  /// Under an injected fsync error the log stops for good and calls its failure handler, once.
-  @Test func anInjectedFsyncErrorStopsTheLogAndCallsItsFailureHandlerOnce() async throws {
+  /// Under an injected fsync error or a full disk the log stops for good (clearing the fault does
+  /// not restart it) and calls its failure handler once, with the errno.
+  @Test(arguments: [("fsync_error", EIO), ("disk_full", ENOSPC)])
+  func anInjectedDiskFaultStopsTheLogAndCallsItsFailureHandlerOnce(mode: String, errno: Int32) async throws {
     let directory = TemporaryDirectory()
     defer { directory.remove() }
     let faultFile = directory.path + "/fault"
@@ -144,38 +146,18 @@ import Testing
     _ = try await log.append(makeTransaction(writer: 0, index: 0))
     #expect(failures.withLock { $0.isEmpty })
 
-    Self.setFault("fsync_error", in: faultFile)
+    Self.setFault(mode, in: faultFile)
     await #expect(throws: WALError.self) { try await log.append(makeTransaction(writer: 0, index: 1)) }
     Self.setFault("none", in: faultFile)
     await #expect(throws: WALError.self) { try await log.append(makeTransaction(writer: 0, index: 2)) }
     let seen = failures.withLock { $0 }
     #expect(seen.count == 1)
     if case .failed(let reason)? = seen.first {
-      #expect(reason.contains("errno \(EIO)"), "\(reason)")
+      #expect(reason.contains("errno \(errno)"), "\(reason)")
     } else {
       Issue.record("handler saw \(seen)")
     }
     #expect(log.stoppedBy != nil)
-    await log.close()
-  }
-
-  /// A full disk stops the log the same way: the write itself fails.
-  @Test func anInjectedFullDiskStopsTheLog() async throws {
-    let directory = TemporaryDirectory()
-    defer { directory.remove() }
-    let faultFile = directory.path + "/fault"
-    let disk = FaultInjectingFileSystem(
-      wrapping: POSIXFileSystem(), faultFile: faultFile, refreshInterval: .zero, logger: quietLogger)
-    let failures = Mutex<[WALError]>([])
-    var options = smallOptions(segmentBytes: 1 << 20)
-    options.failureHandler = { error in failures.withLock { $0.append(error) } }
-    let (log, _) = try WriteAheadLog.open(
-      directory: directory.path + "/data", options: options, fileSystem: disk, logger: quietLogger)
-    _ = try await log.append(makeTransaction(writer: 0, index: 0))
-    Self.setFault("disk_full", in: faultFile)
-    await #expect(throws: WALError.self) { try await log.append(makeTransaction(writer: 0, index: 1)) }
-    let seen = failures.withLock { $0 }
-    #expect(seen.count == 1 && "\(seen)".contains("errno \(ENOSPC)"), "\(seen)")
     await log.close()
   }
 }

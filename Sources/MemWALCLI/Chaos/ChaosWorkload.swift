@@ -70,8 +70,8 @@ final class ChaosWorkload: Sendable {
 
   private let endpoints: [String]
   private let clients: Int
-  /// Each client's pause between operations.
-  private let interval: Duration
+  /// Each client's pace (every client starts from a copy).
+  private let pacer: Pacer
   private let seed: UInt64
   private let startedAt: ContinuousClock.Instant
   private let state = Mutex<(operations: [ChaosOperation], graphNodes: [String], stopped: Bool)>(
@@ -85,9 +85,7 @@ final class ChaosWorkload: Sendable {
     self.clients = clients
     self.seed = seed
     self.startedAt = startedAt
-    interval =
-      operationsPerSecond > 0
-      ? .nanoseconds(Int64(1e9) * Int64(clients) / Int64(operationsPerSecond)) : .zero
+    pacer = Pacer(perSecond: operationsPerSecond, writers: clients)
   }
 
   var operations: [ChaosOperation] { state.withLock { $0.operations } }
@@ -141,12 +139,9 @@ final class ChaosWorkload: Sendable {
     let client = makeClient(deadline: index % 2 == 1 ? .seconds(2) : .seconds(10))
     var generator = SplitMix64(seed: seed &+ UInt64(index) &* 0x9E37_79B9)
     var sequence = 0
-    var next = ContinuousClock.now
+    var pacer = self.pacer
     while !state.withLock({ $0.stopped }) {
-      if interval > .zero {
-        next += interval
-        if next > ContinuousClock.now { try? await Task.sleep(until: next, clock: .continuous) }
-      }
+      await pacer.wait()
       sequence += 1
       let id = "c\(index)-\(sequence)"
       let roll = generator.next() % 100

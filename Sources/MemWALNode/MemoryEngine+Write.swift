@@ -344,7 +344,13 @@ extension MemoryEngine {
       }
       outcome.durability = .local
     }
-    guard requested > .local, outcome.durability == .local, let gate = replicationGate else { return outcome }
+    guard requested > .local, outcome.durability == .local else { return outcome }
+    guard let gate = replicationGate else {
+      guard options.isReplicated else { return outcome }
+      throw .insufficientReplicas(
+        "this node is not replicating now (not the primary, or changing roles); LSN \(outcome.lsn) is not confirmed"
+      )
+    }
     var confirmed = outcome
     confirmed.durability = try await gate.wait(for: outcome.lsn, epoch: outcome.epoch, reaching: requested)
     return confirmed

@@ -28,6 +28,10 @@ public final class MemoryEngine: @unchecked Sendable {
     public var expiryInterval: Duration? = .seconds(1)
     /// The role the node opens in.
     public var role: NodeRole = .primary
+    /// A member of a replicated cluster: a write asking for followers (`quorum`, `all_applied`)
+    /// while no replication gate is set — a follower, a primary between roles — is refused with
+    /// `insufficient_replicas`, never answered with the `local` a single node reports.
+    public var isReplicated = false
 
     public init() {}
   }
@@ -90,8 +94,8 @@ public final class MemoryEngine: @unchecked Sendable {
     get { floor.withLock { $0 } }
     set { floor.withLock { $0 = newValue } }
   }
-  /// Where `quorum` and `all_applied` writes wait for followers (nil: a single node, which answers
-  /// with the level it reached, `local`).
+  /// Where `quorum` and `all_applied` writes wait for followers (nil: a single node answers with
+  /// the level it reached, `local`; a replicated one refuses, see `Options.isReplicated`).
   public var replicationGate: (any ReplicationGate)? {
     get { gate.withLock { $0 } }
     set { gate.withLock { $0 = newValue } }

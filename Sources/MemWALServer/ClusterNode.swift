@@ -55,6 +55,7 @@ public final class ClusterNode: Sendable {
       stored.map { $0.role != FencedRole.follower } ?? (cluster.node == cluster.initialPrimary)
     options.log.clusterID = cluster.clusterID
     options.role = startsAsPrimary ? .primary : .follower
+    options.isReplicated = true
     let tls = try PeerTLS(
       nodeName: cluster.node, certificatesDirectory: cluster.certificates,
       membership: Set(cluster.members.keys),

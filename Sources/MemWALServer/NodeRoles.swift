@@ -86,7 +86,9 @@ final class NodeRoles: @unchecked Sendable {
         // Promoted, but the epoch change did not reach the log before a crash: record it now.
         try await engine.becomePrimary(epoch: state.epoch, name: settings.node)
       }
-      engine.replicationGate = StartingGate()
+      // No gate until the replicator listens: the engine (replicated) refuses writes that ask for
+      // followers with insufficient_replicas.
+      engine.replicationGate = nil
       if state.role == .draining {
         engine.becomeFollower(primary: nil)
       } else {
@@ -236,9 +238,10 @@ final class NodeRoles: @unchecked Sendable {
           await follower.stop()
           published.withLock { $0.follower = nil }
         }
-        // Until the replicator is listening, writes that ask for followers fail cleanly instead of
-        // being answered at `local`.
-        host.engine.replicationGate = StartingGate()
+        // Until the replicator is listening (no gate), writes that ask for followers get
+        // insufficient_replicas from the engine, never a `local` answer; this also clears the
+        // stopped gate a step-down left.
+        host.engine.replicationGate = nil
         try await host.engine.becomePrimary(epoch: epoch, name: settings.node)
         if primary == nil { try await startPrimary() }
       case .follow(let primary, _):
@@ -297,15 +300,6 @@ final class NodeRoles: @unchecked Sendable {
       host: host, tls: tls, settings: followerSettings, group: group, logger: logger, reopen: reopen)
     replicator.start()
     published.withLock { $0.follower = replicator }
-  }
-}
-
-/// The replication gate of a primary whose replicator is not listening yet.
-struct StartingGate: ReplicationGate {
-  func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError)
-    -> Durability
-  {
-    throw .insufficientReplicas("the primary is starting replication; retry")
   }
 }
 

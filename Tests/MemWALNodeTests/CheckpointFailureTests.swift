@@ -91,3 +91,28 @@ final class CheckpointlessDisk: FileSystem, @unchecked Sendable {
     await engine.close()
   }
 }
+
+@Suite struct ReplicatedEngineTests {
+  /// A single node answers a `quorum` write with the `local` it reached; a member of a cluster with
+  /// no replication gate (a follower, a primary between roles) refuses it instead.
+  @Test(arguments: [false, true]) func aQuorumWriteWithoutAGate(isReplicated: Bool) async throws {
+    var options = engineOptions(clock: TestClock())
+    options.isReplicated = isReplicated
+    let engine = try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
+    _ = try await engine.createNamespace(NamespaceConfig(name: "n", dimension: 2, metric: .l2))
+    let request = TransactionRequest(
+      namespace: "n", operations: [.upsertMemory(MemoryRecord(id: "m", vector: [1, 2]))], durability: .quorum)
+    if isReplicated {
+      await #expect {
+        _ = try await engine.execute(request)
+      } throws: { error in
+        guard case WriteError.insufficientReplicas = error else { return false }
+        return true
+      }
+    } else {
+      #expect(try await engine.execute(request).durability == .local)
+    }
+    await engine.close()
+  }
+}

@@ -196,11 +196,10 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     // of waiting for an event task that has already ended.
     shared.withLock { $0.steppedDown = $0.steppedDown ?? "the node is shutting down" }
     failWaiters(.indeterminate("the node is shutting down"))
-    // Not nil: an engine without a gate answers `quorum` with the `local` it reached (a single
-    // node), and a write logged here but not yet at the gate when this primary stopped — stepped
-    // down for a new epoch, say — would be acknowledged to its client as if that were enough.
-    // (Found by `memwal chaos`, seed 1001: a `quorum` write answered `local` by a primary woken
-    // from SIGSTOP after a failover; its record was then cut as a divergent tail.)
+    // A write logged here that reaches the gate only now — this primary stepped down for a new
+    // epoch, say — has an unknown fate (its record may be cut as a divergent tail): the stopped
+    // gate says so. (Found by `memwal chaos`, seed 1001: with no gate left here, a replicated
+    // engine then answered such a `quorum` write with `local`, and its record was cut.)
     let reason = shared.withLock { $0.steppedDown } ?? "this primary stopped"
     engine.replicationGate = StoppedGate(reason: reason)
     engine.retentionFloor = nil

@@ -346,8 +346,9 @@ struct ChaosChecker {
     var conflicts: [String] = []
     func scan(_ walDirectory: String, isArchive: Bool) {
       let scanner = LogScanner(walDirectory: walDirectory, fileSystem: fileSystem)
-      let found = LockedList<(UInt64, String)>()
-      let records = LockedList<(RecordPosition, String, Set<String>)>()
+      // Gathered by the scan's visitor (called synchronously), merged once it returns.
+      var found: [(UInt64, String)] = []
+      var records: [(RecordPosition, String, Set<String>)] = []
       var failure: (any Error)?
       do {
         try scanner.scan { frame, _, _ in
@@ -375,8 +376,8 @@ struct ChaosChecker {
         failure = error
       }
       // What was read before an error still counts.
-      for (epoch, leader) in found.items { findings.epochLeaders[epoch, default: []].insert(leader) }
-      for (position, identity, ids) in records.items {
+      for (epoch, leader) in found { findings.epochLeaders[epoch, default: []].insert(leader) }
+      for (position, identity, ids) in records {
         if let seen = identities[position], seen.identity != identity {
           conflicts.append(
             "epoch \(position.epoch) LSN \(position.lsn): \(seen.identity) in \(seen.source), \(identity) in \(walDirectory)"
@@ -434,14 +435,6 @@ struct ChaosChecker {
       )
     }
   }
-}
-
-/// A list appended to from a closure that may escape.
-final class LockedList<Element>: @unchecked Sendable {
-  private let lock = NSLock()
-  private var elements: [Element] = []
-  func append(_ element: Element) { lock.withLock { elements.append(element) } }
-  var items: [Element] { lock.withLock { elements } }
 }
 
 /// A record's place in the history: its epoch and LSN.

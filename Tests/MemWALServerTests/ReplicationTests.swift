@@ -293,6 +293,23 @@ import Testing
           return
         }
       }
+      // A writer that read the gate before the stop still reaches the stopped replicator: it is
+      // refused at once, never left waiting for an event loop that has ended.
+      let stale = try #require(primary.primary)
+      let refused = Mutex<Bool?>(nil)
+      Task {
+        do {
+          _ = try await stale.wait(for: LSN(1_000_000), epoch: Epoch(1), reaching: .quorum)
+          refused.withLock { $0 = false }
+        } catch {
+          refused.withLock { $0 = true }
+        }
+      }
+      let deadline = ContinuousClock.now + .seconds(10)
+      while refused.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(refused.withLock { $0 } == true, "a wait on a stopped primary was not refused")
       await n2.stop()
     }
   }

@@ -349,16 +349,18 @@ public final class ControllerService: @unchecked Sendable {
     owners[id] = name
     let events = self.events
     let bootstrap = tls.makeClientBootstrap(group: group, connectingTo: name) { channel in
+      // Posted here, before the handler can post anything. Posted from `connect`'s completion, it
+      // could arrive after the handshake's `verified` (found by `memwal bench failover`): the link
+      // then never counted as verified, its requests never left, and the member stayed
+      // unreachable for good although connected.
+      guard events.post(.connected(id, channel)) else {
+        return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+      }
       let handler = ReplicationConnectionHandler(id: id) { _ = events.post(.connection($0)) }
       return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
     }.connectTimeout(.nanoseconds(Int64(settings.failureTimeout.nanoseconds)))
-    bootstrap.connect(host: link.host, port: link.port).whenComplete { result in
-      switch result {
-      case .success(let channel):
-        if !events.post(.connected(id, channel)) { channel.close(promise: nil) }
-      case .failure(let error):
-        _ = events.post(.connectFailed(id, "\(error)"))
-      }
+    bootstrap.connect(host: link.host, port: link.port).whenFailure { error in
+      _ = events.post(.connectFailed(id, "\(error)"))
     }
   }
 

@@ -162,6 +162,9 @@ public final class FollowerReplicator: @unchecked Sendable {
     for task in tasks.withLock({ $0 }) { await task.value }
     for (_, channel) in channels { try? await channel.close() }
     channels.removeAll()
+    // A transfer cut short by a role change: its descriptor and temporary file go now, not at the
+    // next transfer (that may never come on this replicator).
+    abandonCheckpoint()
   }
 
   public var status: Status { published.withLock { $0 } }
@@ -207,6 +210,7 @@ public final class FollowerReplicator: @unchecked Sendable {
     case .connected(let id, let channel):
       channels[id] = channel
     case .connectFailed(let id, let reason):
+      channels.removeValue(forKey: id)?.close(promise: nil)
       logger.debug("replication: cannot reach the primary", metadata: ["reason": "\(reason)"])
       publishError("cannot reach the primary: \(reason)")
       actions = machine.connectionFailed(id)
@@ -285,14 +289,14 @@ public final class FollowerReplicator: @unchecked Sendable {
       return
     }
     let bootstrap = tls.makeClientBootstrap(group: group, connectingTo: name) { channel in
+      // Posted here, before the handler can post anything: from `connect`'s completion it could
+      // arrive after the handshake's `verified`, and the hello would go to no channel.
+      events.post(.connected(id, channel))
       let handler = ReplicationConnectionHandler(id: id) { events.post(.connection($0)) }
       return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
     }
-    bootstrap.connect(host: hostName, port: port).whenComplete { result in
-      switch result {
-      case .success(let channel): events.post(.connected(id, channel))
-      case .failure(let error): events.post(.connectFailed(id, "\(error)"))
-      }
+    bootstrap.connect(host: hostName, port: port).whenFailure { error in
+      events.post(.connectFailed(id, "\(error)"))
     }
   }
 

@@ -172,6 +172,24 @@ import Testing
     }
     #expect(actions.contains(.resume(node: "n1", epoch: Epoch(3))))
     #expect(controller.lastStatus.contains("abandoned"))
+    #expect(controller.lastStatus.hasSuffix("n1 takes writes again"), "\(controller.lastStatus)")
+  }
+
+  /// A drained primary that stops answering: the switchover is abandoned, and the status does not
+  /// claim the silent primary takes writes again.
+  @Test func aSwitchoverWhosePrimaryFallsSilentSaysSo() throws {
+    var (controller, _) = Self.makeController(nodes: 3, k: 1)
+    _ = try controller.switchover(to: "n2", now: 100)
+    _ = controller.report(from: "n1", Self.report(.draining, flushed: 20), now: 200)
+    var actions: [ControllerAction] = []
+    for step in 1...10 {
+      let now = UInt64(step) * 200_000_000
+      _ = controller.report(from: "n2", Self.report(.follower, flushed: 5), now: now)
+      actions += controller.tick(now: now)
+    }
+    #expect(actions.contains(.resume(node: "n1", epoch: Epoch(3))))
+    #expect(controller.lastStatus.contains("abandoned: n1 stopped answering"), "\(controller.lastStatus)")
+    #expect(controller.lastStatus.contains("n1 is not answering"), "\(controller.lastStatus)")
   }
 
   @Test func forcePromotionSaysWhatMayBeLost() throws {

@@ -98,22 +98,8 @@ import Testing
     #expect(report.archiveFile == "archive/diverged-1-00000000000000000046.wal")
 
     // The archive is a segment file holding exactly the records cut.
-    let archive = try POSIXFileSystem().openFile(path + "/" + report.archiveFile, mode: .readOnly).readAll()
-    guard case .success(let header) = SegmentHeader.decode(archive) else {
-      Issue.record("archive header unreadable")
-      return
-    }
-    #expect(header.firstLSN == LSN(46))
-    var archived: [WALRecord] = []
-    var offset = SegmentHeader.size
-    while offset < archive.count {
-      let decoded = archive.withUnsafeBytes {
-        WALFrame.decode(UnsafeRawBufferPointer(rebasing: $0[offset...]))
-      }
-      guard case .success(let frame) = decoded else { break }
-      archived.append(frame.record)
-      offset += frame.encodedSize
-    }
+    let archived = try Self.archivedRecords(path + "/" + report.archiveFile, fileSystem: POSIXFileSystem())
+    #expect(archived?.first?.lsn == LSN(46))
     #expect(archived == Array(before[45...]))
 
     // The log reopens from the checkpoint at or below the cut and ends there.
@@ -130,6 +116,51 @@ import Testing
 
     // Nothing after the end: nothing to do.
     #expect(try WriteAheadLog.truncate(directory: path, after: LSN(46)) == nil)
+  }
+
+  /// The records of an archived tail (a segment file), or nil when its header is unreadable.
+  static func archivedRecords(_ path: String, fileSystem: FileSystem) throws -> [WALRecord]? {
+    let file = try fileSystem.openFile(path, mode: .readOnly)
+    defer { file.close() }
+    let archive = try file.readAll()
+    guard case .success = SegmentHeader.decode(archive) else { return nil }
+    var archived: [WALRecord] = []
+    var offset = SegmentHeader.size
+    while offset < archive.count {
+      let decoded = archive.withUnsafeBytes {
+        WALFrame.decode(UnsafeRawBufferPointer(rebasing: $0[offset...]))
+      }
+      guard case .success(let frame) = decoded else { break }
+      archived.append(frame.record)
+      offset += frame.encodedSize
+    }
+    return archived
+  }
+
+  /// Two different tails cut at the same place (an archive of that name exists and is not this
+  /// tail): the first archive is kept and the second gets the next name.
+  @Test func aDifferentTailWithTheSameStartGetsItsOwnArchive() async throws {
+    let directory = TemporaryDirectory()
+    defer { directory.remove() }
+    let path = directory.path + "/n"
+    let log = try await Self.primaryLog(path, count: 50, more: 0)
+    let before = try allRecords(log)
+    await log.close()
+    let disk = POSIXFileSystem()
+    try disk.createDirectory(path + "/archive")
+    let taken = path + "/archive/" + WriteAheadLog.divergedArchiveName(epoch: Epoch(1), firstLSN: LSN(41))
+    let other = try disk.openFile(taken, mode: .createNew)
+    try other.write(Array("someone else's tail".utf8), at: 0)
+    try other.sync()
+    other.close()
+
+    let report = try #require(try WriteAheadLog.truncate(directory: path, after: LSN(40)))
+    #expect(report.archiveFile == "archive/diverged-1-00000000000000000041.2.wal")
+    #expect(
+      try Self.archivedRecords(path + "/" + report.archiveFile, fileSystem: disk) == Array(before[40...]))
+    let kept = try disk.openFile(taken, mode: .readOnly)
+    defer { kept.close() }
+    #expect(try kept.readAll() == Array("someone else's tail".utf8))
   }
 
   @Test func truncationRefusesToCutBelowWhatCanBeRebuilt() async throws {
@@ -183,6 +214,12 @@ import Testing
         #expect(final.lastLSN == LSN(35), "crash point \(point), \(mode)")
         #expect(try allRecords(again) == Array(before.prefix(35)))
         await again.close()
+        // The archive holds the whole tail: a re-run that found segments already removed did not
+        // replace it with the shorter copy it could make.
+        let archive =
+          path + "/archive/" + WriteAheadLog.divergedArchiveName(epoch: Epoch(1), firstLSN: LSN(36))
+        let archived = try Self.archivedRecords(archive, fileSystem: image)
+        #expect(archived == Array(before[35...]), "crash point \(point), \(mode)")
       }
       point += 1
     }

@@ -157,6 +157,35 @@ import Testing
     #expect(primary.log.positions.written.value == logged)
   }
 
+  /// Only the primary answers a repeat of an idempotency key: a follower holding the first write,
+  /// and a primary that stepped down, send the writer on (307 at the API), because their copy may
+  /// be cut by a newer epoch and their answer could not be confirmed by followers anyway.
+  @Test func aRepeatOnANodeThatIsNotThePrimaryIsSentToThePrimary() async throws {
+    let clock = TestClock()
+    let primary = try await Self.open(SimulatedFileSystem(), clock: clock, role: .primary)
+    let follower = try await Self.open(SimulatedFileSystem(), clock: clock, role: .follower)
+    follower.setPrimaryHint("http://primary")
+    _ = try await primary.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
+    let request = TransactionRequest(
+      namespace: "agents", operations: [.upsertMemory(MemoryRecord(id: "m", vector: [1, 0, 0]))],
+      idempotencyKey: "k1", durability: .local)
+    let first = try await primary.execute(request)
+    try await Self.ship(from: primary, to: follower)
+    try await follower.waitForApplied(first.lsn)
+    await #expect(throws: WriteError.notPrimary(primary: "http://primary")) {
+      try await follower.execute(request)
+    }
+    let repeated = try await primary.execute(request)
+    #expect(repeated.isRepeat && repeated.lsn == first.lsn)
+    primary.becomeFollower(primary: "http://next")
+    await #expect(throws: WriteError.notPrimary(primary: "http://next")) {
+      try await primary.execute(request)
+    }
+    #expect(primary.log.positions.written.value == first.lsn)
+    await follower.close()
+    await primary.close()
+  }
+
   /// Replayed WAL counts toward the checkpoint threshold: a node restarted more often than it
   /// writes `checkpointEveryBytes` still checkpoints, instead of replaying a growing log forever.
   @Test func replayedBytesCountTowardTheNextCheckpoint() async throws {

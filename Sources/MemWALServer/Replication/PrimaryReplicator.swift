@@ -69,7 +69,8 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     case connection(ConnectionEvent)
     case accepted(ConnectionID, any Channel)
     case flushed(LSN)
-    case checkpointReady(CheckpointDescriptor, StorageFile)
+    /// The file waits in `handoff` (so a replicator stopping meanwhile can close it).
+    case checkpointReady(CheckpointDescriptor)
     case tick
     case fenced
     case quorumChanged
@@ -104,9 +105,16 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
   private let tasks = Mutex<[Task<Void, Never>]>([])
   private let serverChannel = Mutex<(any Channel)?>(nil)
   private let stepDownObserver = Mutex<(@Sendable (Epoch, String) -> Void)?>(nil)
+  /// Checkpoint files opened off the event task, until the event task takes them; `stop` closes
+  /// what is left and makes later arrivals close themselves, so no descriptor outlives the
+  /// replicator (each one held a possibly deleted checkpoint's disk space).
+  private let handoff = Mutex<(files: [LSN: StorageFile], isStopped: Bool)>(([:], false))
 
   // Owned by the event task.
   private var machine: PrimaryReplication
+  /// The log's epochs when this primary started (it adds none while it runs): `wait` checks a
+  /// write's (epoch, LSN) against them.
+  private let epochHistory: [EpochStart]
   private var channels: [ConnectionID: any Channel] = [:]
   private var peers: [ConnectionID: String] = [:]
   private var checkpointFiles: [LSN: StorageFile] = [:]
@@ -128,6 +136,7 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     configuration.peerTimeoutNanoseconds = settings.timings.peerTimeout.nanoseconds
     configuration.maximumInFlightBytes = settings.timings.maximumInFlightBytes
     let log = engine.log
+    epochHistory = log.epochHistory
     machine = PrimaryReplication(
       configuration: configuration, epoch: log.currentEpoch, epochHistory: log.epochHistory,
       flushedLSN: log.positions.flushed.value, oldestRetainedLSN: log.oldestRetainedLSN,
@@ -158,7 +167,12 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
       for await event in events.stream { handle(event) }
     }
     let flushed = Task { [engine] in
+      // The machine knows the flushed LSN of when it was made; records flushed since (before this
+      // task ran) are posted now, not at the next flush, which may never come: a lone write right
+      // after a promotion was never streamed and its quorum wait timed out (found by
+      // ReplicationTests failing one run in five).
       var last = engine.log.positions.flushed.value
+      events.post(.flushed(last))
       while !Task.isCancelled {
         do {
           try await engine.log.positions.flushed.wait(for: last.next)
@@ -192,6 +206,14 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     for task in tasks.withLock({ $0 }) { await task.value }
     for (_, channel) in channels { try? await channel.close() }
     channels.removeAll()
+    for (_, file) in checkpointFiles { file.close() }
+    checkpointFiles.removeAll()
+    let late = handoff.withLock { state -> [StorageFile] in
+      state.isStopped = true
+      defer { state.files.removeAll() }
+      return Array(state.files.values)
+    }
+    for file in late { file.close() }
     // Marked stopped first, so a writer that reaches `wait` after this is refused at once instead
     // of waiting for an event task that has already ended.
     shared.withLock { $0.steppedDown = $0.steppedDown ?? "the node is shutting down" }
@@ -232,6 +254,14 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
   public func wait(for lsn: LSN, epoch: Epoch, reaching durability: Durability) async throws(WriteError)
     -> Durability
   {
+    // A write this log no longer holds at that position (its epoch differs there) cannot be
+    // confirmed by followers of this log, whatever LSN they reach. Unreachable while every cut of
+    // the log reopens the engine with a new replicator; checked so it stays true if that changes.
+    let epochThere = Divergence.epoch(at: lsn, in: epochHistory)
+    guard epochThere == epoch else {
+      throw .indeterminate(
+        "LSN \(lsn) was written in epoch \(epoch); this primary's log has epoch \(epochThere) there")
+    }
     let deadline = monotonicNanoseconds() + settings.timings.quorumTimeout.nanoseconds
     do {
       return try await withCheckedThrowingContinuation { continuation in
@@ -321,8 +351,10 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
       actions = machine.connectionClosed(id)
     case .flushed(let lsn):
       actions = machine.logFlushed(through: lsn)
-    case .checkpointReady(let descriptor, let file):
-      offer(descriptor, file)
+    case .checkpointReady(let descriptor):
+      if let file = handoff.withLock({ $0.files.removeValue(forKey: descriptor.lsn) }) {
+        offer(descriptor, file)
+      }
     case .tick:
       let now = monotonicNanoseconds()
       if now - lastTickNanoseconds > 500_000_000 {
@@ -417,7 +449,7 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     // The checkpoint's epoch and history are the log's as of its LSN (what `writeCheckpoint` stores).
     let history = log.epochHistory.filter { $0.firstLSN <= max(newest, LSN(1)) }
     let epoch = Divergence.epoch(at: newest, in: history)
-    Task {
+    Task { [self] in
       do {
         let (file, size, crc) = try await NIOThreadPool.singleton.runIfActive {
           let path = joinPath(log.layout.checkpointDirectory, LogFileNames.checkpoint(lsn: newest))
@@ -440,7 +472,14 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
         }
         let descriptor = CheckpointDescriptor(
           lsn: newest, epoch: epoch, totalBytes: UInt64(size), totalCRC: crc, epochHistory: history)
-        events.post(.checkpointReady(descriptor, file))
+        let isHandedOff = handoff.withLock { state -> Bool in
+          guard !state.isStopped else { return false }
+          state.files[newest]?.close()
+          state.files[newest] = file
+          return true
+        }
+        guard isHandedOff else { return file.close() }
+        events.post(.checkpointReady(descriptor))
       } catch {
         logger.warning("replication: cannot offer the newest checkpoint", metadata: ["error": "\(error)"])
       }
@@ -448,6 +487,8 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
   }
 
   private func offer(_ descriptor: CheckpointDescriptor, _ file: StorageFile) {
+    // Reads of two checkpoints can finish out of order: an older one than offered is not kept.
+    if let newest = checkpointFiles.keys.max(), newest >= descriptor.lsn { return file.close() }
     for (lsn, old) in checkpointFiles where lsn < descriptor.lsn {
       old.close()
       checkpointFiles[lsn] = nil

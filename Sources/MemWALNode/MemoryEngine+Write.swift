@@ -118,6 +118,9 @@ extension MemoryEngine {
     }
     await waitForRoom()
     let prepared = try writeLock.withLock { state throws(WriteError) -> Prepared in
+      // Only the primary answers a repeat: a follower (or a primary that stepped down) may hold a
+      // copy that a newer epoch cut, or lack a write the primary has; it sends the writer on.
+      guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
       if let key = request.idempotencyKey {
         // Checked in this order under the lock: an outcome leaves `recentOutcomes` only after the
         // store has applied it, so one of the three always knows a key that was used.

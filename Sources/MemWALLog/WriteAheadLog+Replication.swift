@@ -35,8 +35,29 @@ public enum LogSurgeryError: Error, Equatable, Sendable, CustomStringConvertible
 
 extension WriteAheadLog {
   /// Archive name for a divergent tail starting at `lsn` in `epoch` (DESIGN G4).
-  public static func divergedArchiveName(epoch: Epoch, firstLSN: LSN) -> String {
-    "diverged-\(epoch.rawValue)-\(String(firstLSN.rawValue).leftPadded(to: 20)).wal"
+  /// A second, different tail with the same start (`variant` 2, 3, …) is named `….<variant>.wal`.
+  public static func divergedArchiveName(epoch: Epoch, firstLSN: LSN, variant: Int = 1) -> String {
+    let stem = "diverged-\(epoch.rawValue)-\(String(firstLSN.rawValue).leftPadded(to: 20))"
+    return variant == 1 ? stem + ".wal" : stem + ".\(variant).wal"
+  }
+
+  /// Whether the file at `path` begins with every byte of the file at `prefix`.
+  static func startsWith(_ path: String, contentsOf prefix: String, fileSystem: FileSystem) throws -> Bool {
+    let whole = try fileSystem.openFile(path, mode: .readOnly)
+    defer { whole.close() }
+    let part = try fileSystem.openFile(prefix, mode: .readOnly)
+    defer { part.close() }
+    let size = try part.size()
+    guard try whole.size() >= size else { return false }
+    var offset: Int64 = 0
+    while offset < size {
+      let count = Int(min(size - offset, 1 << 20))
+      guard try whole.read(at: offset, count: count) == part.read(at: offset, count: count) else {
+        return false
+      }
+      offset += Int64(count)
+    }
+    return true
   }
 
   /// Cuts every record after `lsn` from the (closed) log under `directory`, after first copying
@@ -81,8 +102,8 @@ extension WriteAheadLog {
 
     // 1. The archive, durable before anything is removed.
     try fileSystem.createDirectory(layout.archiveDirectory)
-    let archiveName = divergedArchiveName(epoch: cut.epoch, firstLSN: lsn.next)
-    let archivePath = joinPath(layout.archiveDirectory, archiveName)
+    var archiveName = divergedArchiveName(epoch: cut.epoch, firstLSN: lsn.next)
+    var archivePath = joinPath(layout.archiveDirectory, archiveName)
     let temporary = archivePath + LogFileNames.temporarySuffix
     if fileSystem.fileExists(temporary) { try fileSystem.removeFile(temporary) }
     let archive = try fileSystem.openFile(temporary, mode: .createNew)
@@ -106,7 +127,24 @@ extension WriteAheadLog {
       archive.close()
       throw error
     }
-    try fileSystem.rename(temporary, to: archivePath)
+    // A truncation run again after a crash finds the archive it made before; segments it removed
+    // since are missing from this copy, which is then a prefix of that one and is dropped instead
+    // of replacing it. Any other archive of the same name is kept and this one gets the next name.
+    var variant = 1
+    while fileSystem.fileExists(archivePath) {
+      if try startsWith(archivePath, contentsOf: temporary, fileSystem: fileSystem) { break }
+      variant += 1
+      guard variant <= 1_000 else {
+        throw LogSurgeryError.cannotTruncate("1,000 archives named like \(archiveName) exist already")
+      }
+      archiveName = divergedArchiveName(epoch: cut.epoch, firstLSN: lsn.next, variant: variant)
+      archivePath = joinPath(layout.archiveDirectory, archiveName)
+    }
+    if fileSystem.fileExists(archivePath) {
+      try fileSystem.removeFile(temporary)
+    } else {
+      try fileSystem.rename(temporary, to: archivePath)
+    }
     try fileSystem.syncDirectory(layout.archiveDirectory)
 
     // 2. Checkpoints past the cut go to the archive.

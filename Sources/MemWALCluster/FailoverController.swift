@@ -505,11 +505,16 @@ public struct FailoverController: Sendable {
     phase = .steady
     let target = members[switchover.target]?.report?.flushedLSN ?? .zero
     let drained = switchover.drainedLSN.map { "LSN \($0)" } ?? "no drain report"
+    let next =
+      isReachable(switchover.from)
+      ? "\(switchover.from) takes writes again"
+      : "\(switchover.from) is not answering: it is told to take writes again if it does, and a failover "
+        + "follows if it stays silent"
     return [
       .resume(node: switchover.from, epoch: record.epoch),
       status(
         "switchover to \(switchover.target) abandoned: \(reason) (target at LSN \(target), "
-          + "\(switchover.from) drained at \(drained)); \(switchover.from) takes writes again"),
+          + "\(switchover.from) drained at \(drained)); \(next)"),
     ]
   }
 

@@ -188,8 +188,12 @@ import Testing
       actions += controller.tick(now: now)
     }
     #expect(actions.contains(.resume(node: "n1", epoch: Epoch(3))))
-    #expect(controller.lastStatus.contains("abandoned: n1 stopped answering"), "\(controller.lastStatus)")
-    #expect(controller.lastStatus.contains("n1 is not answering"), "\(controller.lastStatus)")
+    let lines = actions.compactMap { action -> String? in
+      guard case .status(let line) = action else { return nil }
+      return line
+    }
+    let abandoned = try #require(lines.first { $0.contains("abandoned: n1 stopped answering") }, "\(lines)")
+    #expect(abandoned.contains("n1 is not answering") && !abandoned.contains("takes writes again"))
   }
 
   @Test func forcePromotionSaysWhatMayBeLost() throws {

@@ -116,10 +116,12 @@ public struct FailoverController: Sendable {
     record.members.count - (record.primary == nil ? 0 : 1)
   }
 
-  /// N − k + 1 with k the quorum floor: the follower promises an election needs. Before any
-  /// primary there are no acknowledged writes, and one promise is enough.
+  /// N − k + 1 with k the quorum floor: the follower promises an election needs. With no primary
+  /// on record (the controller's first start) some member may still have run as primary and
+  /// acknowledged writes on k others — the configuration's initial primary does before the
+  /// controller is up — so M − k of the M members must promise, which meets those k + 1 holders.
   public var requiredPromises: Int {
-    guard record.primary != nil else { return 1 }
+    guard record.primary != nil else { return max(1, record.members.count - record.quorumFloor) }
     return max(1, followerCount - record.quorumFloor + 1)
   }
 
@@ -351,6 +353,13 @@ public struct FailoverController: Sendable {
     guard let primary = record.primary else {
       // An election nobody can answer would only use up epochs.
       guard memberNames.contains(where: isReachable) else { return [] }
+      if let running = runningPrimary() { return adopt(running.name, running.report) }
+      // Members get a failure timeout to report first, so that a primary already running (the
+      // configuration's initial primary) is adopted rather than replaced by an election.
+      let everyoneReported = memberNames.allSatisfy { members[$0]?.report != nil }
+      guard everyoneReported || now - startedNanoseconds >= configuration.failureTimeoutNanoseconds else {
+        return []
+      }
       return startElection(reason: "no primary yet", candidates: Set(memberNames))
     }
     let unfinished = record.members.contains {
@@ -373,6 +382,35 @@ public struct FailoverController: Sendable {
       : "\(stillSeeing.joined(separator: ", ")) still see\(stillSeeing.count == 1 ? "s" : "") it"
     return [
       status("primary \(primary) silent for \(silence(of: primary) / 1_000_000) ms, but \(why): no failover")
+    ]
+  }
+
+  /// With no primary on record: the one reachable member running as primary (or restarted and
+  /// waiting to resume as one) in the highest epoch anyone has shown, if exactly one does.
+  private func runningPrimary() -> (name: String, report: NodeReport)? {
+    let running = memberNames.compactMap { name -> (name: String, report: NodeReport)? in
+      guard isReachable(name), let report = members[name]?.report,
+        report.role == .primary || report.role == .draining
+      else { return nil }
+      return (name, report)
+    }
+    guard running.count == 1, let only = running.first, only.report.epoch >= highestSeenEpoch,
+      only.report.epoch > record.epoch
+    else { return nil }
+    return only
+  }
+
+  /// Records a primary that is already running, in its own epoch: nothing is promoted and no epoch
+  /// is used up. The floor is the lower of its k and the configured one (its acknowledgements
+  /// counted its k); steering then gives it the configured k and points the others at it.
+  private mutating func adopt(_ node: String, _ report: NodeReport) -> [ControllerAction] {
+    record.epoch = report.epoch
+    record.primary = node
+    record.quorumFloor = min(record.quorumFollowers, report.quorumFollowers ?? record.quorumFollowers)
+    for name in memberNames { members[name]?.lastSteeredNanoseconds = nil }
+    return [
+      .persist(record),
+      status("\(node) already runs as primary in epoch \(report.epoch): adopted without an election"),
     ]
   }
 
@@ -457,9 +495,13 @@ public struct FailoverController: Sendable {
   }
 
   private func refusalText(_ election: Election, followerPromises: [String]) -> String {
+    let rule =
+      record.primary == nil
+      ? "M − k = \(record.members.count) − \(record.quorumFloor), no primary on record"
+      : "N − k + 1 = \(followerCount) − \(record.quorumFloor) + 1"
     var parts = [
       "\(election.reason): no promotion in epoch \(election.epoch): \(requiredPromises) promises needed "
-        + "(N − k + 1 = \(followerCount) − \(record.quorumFloor) + 1), \(followerPromises.count) received"
+        + "(\(rule)), \(followerPromises.count) received"
         + (followerPromises.isEmpty ? "" : " (\(followerPromises.joined(separator: ", ")))")
     ]
     let refused = election.refusals.sorted { $0.key < $1.key }.map { "\($0.key) (promised \($0.value))" }

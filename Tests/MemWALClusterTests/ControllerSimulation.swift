@@ -14,6 +14,9 @@ struct ControllerSimulationOptions {
   var switchovers = true
   /// Deliberate bug: promises report their position inverted, so the least advanced is promoted.
   var promoteLeastAdvanced = false
+  /// The controller's first start: no record yet, while n1 already runs as primary in epoch 1
+  /// (the configuration's initial primary) and takes writes.
+  var controllerStartsFresh = false
 }
 
 /// A seeded, single-threaded simulation of a whole cluster — N nodes running `NodeFencing` and
@@ -68,7 +71,7 @@ final class ControllerSimulation {
   let controllerConfiguration: FailoverController.Configuration
   var controllerUp = true
   var controllerRestartAt: UInt64 = 0
-  var persisted: ControllerRecord
+  var persisted: ControllerRecord?
   /// Partition groups: two participants talk only when their groups are equal.
   var groups: [String: Int] = [:]
   var healAt: UInt64 = 0
@@ -100,9 +103,12 @@ final class ControllerSimulation {
     configuration.switchoverTimeoutNanoseconds = 1_500_000_000
     controllerConfiguration = configuration
     // Epoch 1 with n1 as primary, as a first election would leave it.
-    persisted = ControllerRecord(
-      epoch: Epoch(1), primary: "n1", members: configuration.members,
-      quorumFollowers: configuration.quorumFollowers)
+    persisted =
+      options.controllerStartsFresh
+      ? nil
+      : ControllerRecord(
+        epoch: Epoch(1), primary: "n1", members: configuration.members,
+        quorumFollowers: configuration.quorumFollowers)
     controller = FailoverController(configuration: configuration, record: persisted, now: now)
     for name in names {
       let isPrimary = name == "n1"
@@ -413,7 +419,7 @@ final class ControllerSimulation {
       guard controllerUp else { return }
       switch action {
       case .persist(let record):
-        precondition(record.epoch >= persisted.epoch, "the persisted epoch never goes back")
+        precondition(record.epoch >= persisted?.epoch ?? .zero, "the persisted epoch never goes back")
         persisted = record
         if faultsOn && chance(0.05) {
           crashController()

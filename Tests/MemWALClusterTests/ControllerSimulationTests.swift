@@ -16,6 +16,7 @@ import Testing
     var options = ControllerSimulationOptions()
     options.nodes = seed % 2 == 0 ? 3 : 5
     options.k = 1 + Int(seed / 2 % UInt64(options.nodes - 1))
+    options.controllerStartsFresh = seed % 3 == 0
     return options
   }
 

@@ -47,6 +47,56 @@ import Testing
     actions.compactMap { if case .requestPromise(let node, _) = $0 { return node } else { return nil } }
   }
 
+  /// A first start (no record): the initial primary, already running in its epoch, is adopted —
+  /// no promise asked, no epoch used up — and the others are steered to follow it.
+  @Test func aFirstStartAdoptsTheRunningPrimary() {
+    let members = (1...3).map { ClusterMember(name: "n\($0)", priority: $0 == 2 ? 9 : 0) }
+    var controller = FailoverController(
+      configuration: .init(members: members, quorumFollowers: 1), record: nil, now: 0)
+    var actions: [ControllerAction] = []
+    actions += controller.report(from: "n2", Self.report(.follower), now: 1)
+    actions += controller.tick(now: 2)
+    #expect(actions.isEmpty || Self.promiseRequests(actions).isEmpty, "waits for the others to report")
+    actions += controller.report(from: "n1", Self.report(.primary), now: 3)
+    actions += controller.report(from: "n3", Self.report(.follower), now: 4)
+    actions += controller.tick(now: 5)
+    #expect(Self.promiseRequests(actions).isEmpty)
+    #expect(controller.record.primary == "n1" && controller.record.epoch == Epoch(3))
+    #expect(actions.contains(.persist(controller.record)))
+    #expect(controller.lastStatus.contains("adopted without an election"))
+  }
+
+  /// A first start where the initial primary is not reachable: the election needs M − k promises
+  /// (the missing primary may have acknowledged writes on k others), so one is not enough.
+  @Test func aFirstStartElectionWithoutTheInitialPrimaryNeedsMMinusKPromises() {
+    let members = (1...3).map { ClusterMember(name: "n\($0)", priority: 0) }
+    var controller = FailoverController(
+      configuration: .init(members: members, quorumFollowers: 1), record: nil, now: 0)
+    #expect(controller.requiredPromises == 2)
+    var actions: [ControllerAction] = []
+    var now: UInt64 = 0
+    while now < 2 * Self.second && Self.promiseRequests(actions).isEmpty {
+      now += 200_000_000
+      actions += controller.report(from: "n2", Self.report(.follower, flushed: 4), now: now)
+      actions += controller.report(from: "n3", Self.report(.follower, flushed: 7), now: now)
+      actions += controller.tick(now: now)
+    }
+    let asked = Self.promiseRequests(actions)
+    #expect(Set(asked) == ["n1", "n2", "n3"], "an election after the failure timeout: \(actions)")
+    guard
+      case .requestPromise(_, let epoch)? = actions.first(where: {
+        if case .requestPromise = $0 { return true } else { return false }
+      })
+    else { return }
+    // Only n2 promises, n3 refuses, n1 is unreachable: no promotion, and the status says why.
+    var answers = controller.promise(
+      from: "n2", epoch: epoch, flushedLSN: LSN(4), lastLogEpoch: Epoch(3), now: now)
+    answers += controller.unreachable("n1", now: now)
+    answers += controller.promiseRefused(from: "n3", epoch: epoch, highestPromised: epoch.next, now: now)
+    #expect(!answers.contains { if case .promote = $0 { return true } else { return false } })
+    #expect(controller.lastStatus.contains("2 promises needed (M − k = 3 − 1"), "\(controller.lastStatus)")
+  }
+
   @Test func noFailoverWhileAFollowerStillSeesThePrimary() {
     var (controller, _) = Self.makeController()
     let actions = Self.losePrimary(&controller, sees: true, until: 2 * Self.second)

@@ -132,7 +132,8 @@ let package = Package(
     .testTarget(
       name: "MemWALServerTests",
       dependencies: [
-        "MemWALCore", "MemWALNode", "MemWALServer", "MemWALClient",
+        "MemWALCore", "MemWALLog", "MemWALStore", "MemWALCluster", "MemWALNode", "MemWALServer",
+        "MemWALClient",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -21,6 +21,9 @@ public final class MemoryEngine: @unchecked Sendable {
     public var applyBatch = 1_024
     /// Take a checkpoint after this many bytes of WAL since the last one (0: only when asked).
     public var checkpointEveryBytes = 256 << 20
+    /// Also take one when this many seconds passed since the last (or since opening) and some WAL
+    /// was applied since (0: by bytes only). Bounds restart replay when writes are slow or small.
+    public var checkpointEverySeconds = 0
     /// Longest a read with `min_lsn` waits for the applier.
     public var maximumReadWait: Duration = .seconds(5)
     /// How often expired memories are deleted through the log (nil: only when `deleteExpired` is called).
@@ -103,6 +106,8 @@ public final class MemoryEngine: @unchecked Sendable {
   /// Checkpoints run one at a time, so their LSNs never go backwards.
   private let checkpointSerializer = AsyncSerializer()
   private let bytesSinceCheckpoint = Atomic<Int>(0)
+  /// When the last checkpoint was written or tried (the engine's clock, microseconds).
+  private let lastCheckpointMicros = Atomic<Int64>(0)
 
   init(options: Options, log: WriteAheadLog, store: MemoryStore, logger: Logger) {
     self.options = options
@@ -110,6 +115,7 @@ public final class MemoryEngine: @unchecked Sendable {
     self.store = store
     self.logger = logger
     self.clock = options.log.clock
+    lastCheckpointMicros.store(options.log.clock.microsecondsSinceEpoch(), ordering: .relaxed)
     writeLock.withLock { $0.role = options.role }
   }
 
@@ -220,9 +226,7 @@ public final class MemoryEngine: @unchecked Sendable {
           let bytes = records.reduce(0) { $0 + $1.approximateBytes }
           try await applierThread.perform { [store] in store.apply(records) }
           pruneOverlay()
-          if bytesSinceCheckpoint.add(bytes, ordering: .relaxed).newValue >= options.checkpointEveryBytes,
-            options.checkpointEveryBytes > 0
-          {
+          if isCheckpointDue(afterApplying: bytes) {
             do {
               _ = try await takeCheckpoint()
             } catch is CancellationError {
@@ -233,8 +237,9 @@ public final class MemoryEngine: @unchecked Sendable {
               // `checkpointEveryBytes`. (Found while adding disk faults for `memwal chaos`: the applier used to stop here for
               // good while the node stayed up, and every `min_lsn` read on it timed out.)
               bytesSinceCheckpoint.store(0, ordering: .relaxed)
+              lastCheckpointMicros.store(clock.microsecondsSinceEpoch(), ordering: .relaxed)
               logger.error(
-                "checkpoint failed; applying goes on, the next try after \(options.checkpointEveryBytes) more bytes",
+                "checkpoint failed; applying goes on, the next try after \(options.checkpointEveryBytes) more bytes or \(options.checkpointEverySeconds) s",
                 metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
             }
           }
@@ -329,6 +334,16 @@ public final class MemoryEngine: @unchecked Sendable {
 
   /// Snapshot on the applier thread (no apply can run meanwhile), make the log durable through the
   /// snapshot's LSN, write the checkpoint, retire old segments.
+  /// Counts `bytes` of applied WAL; whether `checkpointEveryBytes` of it, or some of it and
+  /// `checkpointEverySeconds`, have passed since the last checkpoint.
+  private func isCheckpointDue(afterApplying bytes: Int) -> Bool {
+    let pending = bytesSinceCheckpoint.add(bytes, ordering: .relaxed).newValue
+    if options.checkpointEveryBytes > 0 && pending >= options.checkpointEveryBytes { return true }
+    guard options.checkpointEverySeconds > 0, pending > 0 else { return false }
+    let elapsed = clock.microsecondsSinceEpoch() - lastCheckpointMicros.load(ordering: .relaxed)
+    return elapsed >= Int64(options.checkpointEverySeconds) * 1_000_000
+  }
+
   private func takeCheckpoint() async throws -> LSN {
     try await checkpointSerializer.run { try await self.writeCheckpointNow() }
   }
@@ -342,6 +357,7 @@ public final class MemoryEngine: @unchecked Sendable {
       _ = try log.retireSegments(below: min(lsn.next, floor?() ?? lsn.next))
     }
     bytesSinceCheckpoint.store(0, ordering: .relaxed)
+    lastCheckpointMicros.store(clock.microsecondsSinceEpoch(), ordering: .relaxed)
     logger.info("checkpoint", metadata: ["lsn": "\(lsn)", "bytes": "\(bytes.count)"])
     return lsn
   }

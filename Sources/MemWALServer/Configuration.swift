@@ -49,7 +49,11 @@ public struct NodeConfiguration: Sendable {
   public var tlsKey: String?
   public var tokens: [TokenGrant] = []
   public var limits = API.Limits()
-  public var engine = MemoryEngine.Options()
+  public var engine: MemoryEngine.Options = {
+    var options = MemoryEngine.Options()
+    options.checkpointEverySeconds = 600
+    return options
+  }()
   /// Membership and replication (nil: a single node).
   public var cluster: ClusterSettings?
   /// Test-only switches (the `testing` section) for the chaos harness; never for production.
@@ -185,10 +189,14 @@ extension NodeConfiguration {
     }
     if let value = root["checkpoint"] {
       let checkpoint = try mapping(value, key: "checkpoint")
-      try check(checkpoint, allowed: ["every_bytes"], prefix: "checkpoint.")
+      try check(checkpoint, allowed: ["every_bytes", "every_seconds"], prefix: "checkpoint.")
       if let v = checkpoint["every_bytes"] {
         configuration.engine.checkpointEveryBytes = try integer(
           v, key: "checkpoint.every_bytes", in: 0...(1 << 40))
+      }
+      if let v = checkpoint["every_seconds"] {
+        configuration.engine.checkpointEverySeconds = try integer(
+          v, key: "checkpoint.every_seconds", in: 0...(30 * 86_400))
       }
     }
     if let value = root["retention"] {

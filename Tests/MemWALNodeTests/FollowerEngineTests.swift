@@ -224,4 +224,38 @@ import Testing
     #expect(!engine.log.checkpointLSNs.isEmpty, "no checkpoint after \(id) writes in runs of \(perRun)")
     await engine.close()
   }
+
+  /// `checkpointEverySeconds`: a slow trickle of writes, far below the byte threshold, still gets
+  /// a checkpoint once the interval has passed, so a restart replays at most that long of WAL;
+  /// nothing applied since the last checkpoint means no new one.
+  @Test func aCheckpointIsTakenWhenTheIntervalHasPassed() async throws {
+    let clock = TestClock()
+    var options = engineOptions(clock: clock)
+    options.checkpointEveryBytes = 1 << 30
+    options.checkpointEverySeconds = 60
+    let engine = try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
+    defer { Task { await engine.close() } }
+    _ = try await engine.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
+    func write(_ id: Int) async throws {
+      let outcome = try await engine.execute(
+        TransactionRequest(
+          namespace: "agents",
+          operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0]))]))
+      try await engine.waitForApplied(outcome.lsn)
+    }
+    for id in 0..<5 {
+      clock.advance(by: 10_000_000)
+      try await write(id)
+    }
+    #expect(engine.log.checkpointLSNs.isEmpty, "50 s: not yet")
+    clock.advance(by: 11_000_000)
+    try await write(5)
+    let deadline = ContinuousClock.now + .seconds(10)
+    while engine.log.checkpointLSNs.isEmpty && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    // The applier may still be checking the record before this write when the clock moves.
+    #expect((engine.log.checkpointLSNs.first ?? .zero) >= LSN(6), "61 s: a checkpoint")
+  }
 }

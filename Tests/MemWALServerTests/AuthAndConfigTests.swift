@@ -67,7 +67,7 @@ import Testing
           role: write
       limits: {max_body_bytes: 1048576, max_batch: 50, max_k: 100, max_traversal_depth: 4, max_results: 500}
       wal: {segment_bytes: 16777216, max_record_bytes: 4194304, group_commit_window_us: 0}
-      checkpoint: {every_bytes: 1_000_000}
+      checkpoint: {every_bytes: 1_000_000, every_seconds: 30}
       retention: {history_lsns: 5000, history_seconds: 3600}
       search: {hnsw_m: 12, hnsw_ef_construction: 100, exact_below: 500}
       """
@@ -80,7 +80,10 @@ import Testing
     #expect(configuration.limits.maximumBatch == 50 && configuration.engine.store.maximumK == 100)
     #expect(
       configuration.engine.log.segmentBytes == 16 << 20
-        && configuration.engine.checkpointEveryBytes == 1_000_000)
+        && configuration.engine.checkpointEveryBytes == 1_000_000
+        && configuration.engine.checkpointEverySeconds == 30)
+    #expect(
+      try NodeConfiguration.parse(yaml: "development_mode: true\n").engine.checkpointEverySeconds == 600)
     #expect(
       configuration.engine.store.retentionMicros == 3_600_000_000 && configuration.engine.store.hnsw.m == 12)
   }
@@ -90,6 +93,7 @@ import Testing
     let cases: [(String, String)] = [
       ("colour: blue\n" + tokens, "colour"),
       ("limits: {max_batch: 0}\n" + tokens, "limits.max_batch"),
+      ("checkpoint: {every_seconds: -1}\n" + tokens, "checkpoint.every_seconds"),
       ("limits: {maxbatch: 5}\n" + tokens, "limits.maxbatch"),
       ("listen: nowhere\n" + tokens, "listen"),
       ("development_mode: maybe\n", "development_mode"),

@@ -90,6 +90,8 @@ public struct FailoverController: Sendable {
   private let startedNanoseconds: UInt64
   private var lastHeartbeatNanoseconds: UInt64?
   private var nextElectionNanoseconds: UInt64 = 0
+  /// The lowest k any primary has reported since this controller started.
+  private var lowestReportedQuorum: Int?
 
   /// - Parameters:
   ///   - record: the persisted record, or nil on the very first start (the configuration's
@@ -121,7 +123,11 @@ public struct FailoverController: Sendable {
   /// acknowledged writes on k others — the configuration's initial primary does before the
   /// controller is up — so M − k of the M members must promise, which meets those k + 1 holders.
   public var requiredPromises: Int {
-    guard record.primary != nil else { return max(1, record.members.count - record.quorumFloor) }
+    guard record.primary != nil else {
+      // A primary that reported a lower k than the configured one acknowledged with that k.
+      let k = min(record.quorumFloor, lowestReportedQuorum ?? record.quorumFloor)
+      return max(1, record.members.count - k)
+    }
     return max(1, followerCount - record.quorumFloor + 1)
   }
 
@@ -178,6 +184,7 @@ public struct FailoverController: Sendable {
     members[node]?.lastHeardNanoseconds = self.now
     members[node]?.isMarkedUnreachable = false
     highestSeenEpoch = max(highestSeenEpoch, report.promisedEpoch, report.epoch, report.lastEpochInLog)
+    if let k = report.quorumFollowers { lowestReportedQuorum = min(lowestReportedQuorum ?? k, k) }
     switch phase {
     case .steady:
       return steer(node, report)
@@ -353,12 +360,17 @@ public struct FailoverController: Sendable {
     guard let primary = record.primary else {
       // An election nobody can answer would only use up epochs.
       guard memberNames.contains(where: isReachable) else { return [] }
-      if let running = runningPrimary() { return adopt(running.name, running.report) }
-      // Members get a failure timeout to report first, so that a primary already running (the
-      // configuration's initial primary) is adopted rather than replaced by an election.
+      // Members get a failure timeout to report first: a primary already running (the
+      // configuration's initial primary) is adopted rather than replaced by an election, and not
+      // on the word of whoever answered first.
       let everyoneReported = memberNames.allSatisfy { members[$0]?.report != nil }
       guard everyoneReported || now - startedNanoseconds >= configuration.failureTimeoutNanoseconds else {
         return []
+      }
+      // Adopted only when as many members report as an election would need promises, none of
+      // them showing an epoch above the candidate's.
+      if let running = runningPrimary(), memberNames.filter(isReachable).count >= requiredPromises {
+        return adopt(running.name, running.report)
       }
       return startElection(reason: "no primary yet", candidates: Set(memberNames))
     }
@@ -497,7 +509,7 @@ public struct FailoverController: Sendable {
   private func refusalText(_ election: Election, followerPromises: [String]) -> String {
     let rule =
       record.primary == nil
-      ? "M − k = \(record.members.count) − \(record.quorumFloor), no primary on record"
+      ? "M − k = \(record.members.count) − \(record.members.count - requiredPromises), no primary on record"
       : "N − k + 1 = \(followerCount) − \(record.quorumFloor) + 1"
     var parts = [
       "\(election.reason): no promotion in epoch \(election.epoch): \(requiredPromises) promises needed "

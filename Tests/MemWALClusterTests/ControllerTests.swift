@@ -66,6 +66,30 @@ import Testing
     #expect(controller.lastStatus.contains("adopted without an election"))
   }
 
+  /// A first start does not adopt whoever answers first: a primary in epoch 1 (a wiped initial
+  /// primary, say) reporting before members that have moved on to epoch 5 is not adopted; the
+  /// controller waits for the reports and then holds an election above epoch 5.
+  @Test func aFirstStartDoesNotAdoptAStalePrimary() {
+    let members = (1...3).map { ClusterMember(name: "n\($0)", priority: 0) }
+    var controller = FailoverController(
+      configuration: .init(members: members, quorumFollowers: 1), record: nil, now: 0)
+    func report(_ role: FencedRole, epoch: UInt64) -> NodeReport {
+      NodeReport(
+        role: role, epoch: Epoch(epoch), promisedEpoch: Epoch(epoch), flushedLSN: LSN(epoch * 10),
+        appliedLSN: LSN(epoch * 10), lastEpochInLog: Epoch(epoch), primary: role == .primary ? nil : "n2",
+        seesPrimary: role == .primary)
+    }
+    var actions = controller.report(from: "n1", report(.primary, epoch: 1), now: 1)
+    actions += controller.tick(now: 2)
+    #expect(controller.record.primary == nil, "not adopted on the first report")
+    actions += controller.report(from: "n2", report(.primary, epoch: 5), now: 3)
+    actions += controller.report(from: "n3", report(.follower, epoch: 5), now: 4)
+    actions += controller.tick(now: 5)
+    // Two members claim to be primary: an election, in an epoch above every one seen.
+    #expect(controller.record.primary == nil)
+    #expect(actions.contains(.requestPromise(node: "n3", epoch: Epoch(6))), "\(actions)")
+  }
+
   /// A first start where the initial primary is not reachable: the election needs M − k promises
   /// (the missing primary may have acknowledged writes on k others), so one is not enough.
   @Test func aFirstStartElectionWithoutTheInitialPrimaryNeedsMMinusKPromises() {

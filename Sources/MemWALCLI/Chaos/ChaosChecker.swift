@@ -397,9 +397,13 @@ struct ChaosChecker {
       let archive = data + "/archive"
       let entries = (try? FileManager.default.contentsOfDirectory(atPath: archive)) ?? []
       for entry in entries.sorted() where entry.hasPrefix("diverged-") && entry.hasSuffix(".wal") {
-        guard let segmentName = entry.split(separator: "-").last.map(String.init),
-          LogFileNames.segmentLSN(segmentName) != nil
-        else { continue }
+        // `diverged-<epoch>-<lsn>.wal`, or `….<n>.wal` for another tail with the same start.
+        let parts = (entry.split(separator: "-").last.map(String.init) ?? "").split(separator: ".")
+        let segmentName = (parts.first.map(String.init) ?? "") + ".wal"
+        guard parts.count <= 3, LogFileNames.segmentLSN(segmentName) != nil else {
+          findings.violations.append("an archive in \(archive) has a name no truncation makes: \(entry)")
+          continue
+        }
         let scratch = "\(directory)/epoch-scan-\(node)-\(entry)"
         try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         try? FileManager.default.createSymbolicLink(

@@ -270,6 +270,9 @@ public final class ControllerService: @unchecked Sendable {
         return
       }
       links[name]?.channel = channel
+      // The handshake finished first (found by `memwal bench failover`: the link then never
+      // counted as verified, no request left, and the member stayed unreachable for good).
+      if links[name]?.isHandshakeDone == true { linkVerified(id) }
     case .connectFailed(let id, let reason):
       await linkLost(id, reason: "cannot connect: \(reason)")
     case .connection(.verified(let id, _)):
@@ -330,6 +333,8 @@ public final class ControllerService: @unchecked Sendable {
     var connection: ConnectionID?
     var channel: (any Channel)?
     var isVerified = false
+    /// The handshake's `verified` came before `connected` recorded the channel.
+    var isHandshakeDone = false
     var retryAtNanoseconds: UInt64 = 0
     var backoffNanoseconds: UInt64
     /// Sent, or waiting for the handshake, by request id.
@@ -349,23 +354,29 @@ public final class ControllerService: @unchecked Sendable {
     owners[id] = name
     let events = self.events
     let bootstrap = tls.makeClientBootstrap(group: group, connectingTo: name) { channel in
-      // Posted here, before the handler can post anything. Posted from `connect`'s completion, it
-      // could arrive after the handshake's `verified` (found by `memwal bench failover`): the link
-      // then never counted as verified, its requests never left, and the member stayed
-      // unreachable for good although connected.
-      guard events.post(.connected(id, channel)) else {
-        return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
-      }
       let handler = ReplicationConnectionHandler(id: id) { _ = events.post(.connection($0)) }
       return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
     }.connectTimeout(.nanoseconds(Int64(settings.failureTimeout.nanoseconds)))
-    bootstrap.connect(host: link.host, port: link.port).whenFailure { error in
-      _ = events.post(.connectFailed(id, "\(error)"))
+    // `connected` comes from `connect`'s completion (the channel that won, whatever addresses were
+    // tried) and may arrive after the handshake's `verified`: `linkVerified` and this event each
+    // finish the link when the other has come.
+    bootstrap.connect(host: link.host, port: link.port).whenComplete { result in
+      switch result {
+      case .success(let channel):
+        if !events.post(.connected(id, channel)) { channel.close(promise: nil) }
+      case .failure(let error):
+        _ = events.post(.connectFailed(id, "\(error)"))
+      }
     }
   }
 
   private func linkVerified(_ id: ConnectionID) {
-    guard let name = owners[id], var link = links[name], let channel = link.channel else { return }
+    guard let name = owners[id], var link = links[name], link.connection == id else { return }
+    link.isHandshakeDone = true
+    guard let channel = link.channel else {
+      links[name] = link
+      return
+    }
     link.isVerified = true
     link.backoffNanoseconds = settings.initialBackoff.nanoseconds
     if link.isLossLogged {
@@ -389,6 +400,7 @@ public final class ControllerService: @unchecked Sendable {
     link.connection = nil
     link.channel = nil
     link.isVerified = false
+    link.isHandshakeDone = false
     link.pending.removeAll()
     link.waiting.removeAll()
     let now = tick()

@@ -88,6 +88,8 @@ public final class FollowerReplicator: @unchecked Sendable {
   // Owned by the event task.
   private var machine: FollowerReplication
   private var channels: [ConnectionID: any Channel] = [:]
+  /// Connections whose handshake was verified before `connect` reported their channel.
+  private var verifiedEarly: Set<ConnectionID> = []
   private var generation = 0
   private var incoming: (file: StorageFile, path: String, total: UInt64)?
   private var incomingReceived: UInt64 = 0
@@ -208,14 +210,22 @@ public final class FollowerReplicator: @unchecked Sendable {
     var actions: [FollowerAction] = []
     switch event {
     case .connected(let id, let channel):
+      // A connection that already closed (its `closed` came first) is not kept.
+      guard channel.isActive else { break }
       channels[id] = channel
+      // The handshake finished before the channel was recorded: say hello now, not into nothing.
+      if verifiedEarly.remove(id) != nil { actions = machine.connected(id) }
     case .connectFailed(let id, let reason):
-      channels.removeValue(forKey: id)?.close(promise: nil)
+      verifiedEarly.remove(id)
       logger.debug("replication: cannot reach the primary", metadata: ["reason": "\(reason)"])
       publishError("cannot reach the primary: \(reason)")
       actions = machine.connectionFailed(id)
     case .connection(.verified(let id, _)):
-      actions = machine.connected(id)
+      if channels[id] == nil {
+        verifiedEarly.insert(id)
+      } else {
+        actions = machine.connected(id)
+      }
     case .connection(.message(let id, let message)):
       if case .refuse(let code, let text) = message {
         logger.warning(
@@ -229,6 +239,7 @@ public final class FollowerReplicator: @unchecked Sendable {
       actions = machine.connectionClosed(id)
     case .connection(.closed(let id)):
       channels[id] = nil
+      verifiedEarly.remove(id)
       actions = machine.connectionClosed(id)
     case .written(let lsn, let tag) where tag == generation:
       actions = machine.localWritten(through: lsn)
@@ -289,14 +300,15 @@ public final class FollowerReplicator: @unchecked Sendable {
       return
     }
     let bootstrap = tls.makeClientBootstrap(group: group, connectingTo: name) { channel in
-      // Posted here, before the handler can post anything: from `connect`'s completion it could
-      // arrive after the handshake's `verified`, and the hello would go to no channel.
-      events.post(.connected(id, channel))
       let handler = ReplicationConnectionHandler(id: id) { events.post(.connection($0)) }
       return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
     }
-    bootstrap.connect(host: hostName, port: port).whenFailure { error in
-      events.post(.connectFailed(id, "\(error)"))
+    // `connected` (the channel that won) may arrive after the handshake's `verified`; see there.
+    bootstrap.connect(host: hostName, port: port).whenComplete { result in
+      switch result {
+      case .success(let channel): events.post(.connected(id, channel))
+      case .failure(let error): events.post(.connectFailed(id, "\(error)"))
+      }
     }
   }
 

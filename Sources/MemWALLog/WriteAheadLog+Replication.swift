@@ -89,10 +89,15 @@ extension WriteAheadLog {
       throw LogSurgeryError.cannotTruncate(
         "no checkpoint at or below LSN \(lsn) covers the records before the log's first LSN \(first)")
     }
-    var cut: (segment: String, offset: Int64, previousCRC: UInt32, epoch: Epoch)?
+    // `epoch` names the tail; `epochBefore` is the one in effect before its first record, which
+    // the archive's header must carry (a tail that starts with an epoch change — a promotion cut
+    // whole — would otherwise read as corrupt: found by `memwal chaos`, seed 3202).
+    var cut: (segment: String, offset: Int64, previousCRC: UInt32, epoch: Epoch, epochBefore: Epoch)?
     try scanner.scan(visitFrom: lsn.next) { frame, name, offset in
       if frame.record.lsn == lsn.next {
-        cut = (name, offset, frame.previousCRC, frame.record.epoch)
+        var before = frame.record.epoch
+        if case .epochChange(let change) = frame.record.payload { before = change.previousEpoch }
+        cut = (name, offset, frame.previousCRC, frame.record.epoch, before)
       }
       return false
     }
@@ -109,7 +114,7 @@ extension WriteAheadLog {
     let archive = try fileSystem.openFile(temporary, mode: .createNew)
     do {
       let header = SegmentHeader(
-        clusterID: clusterID, firstLSN: lsn.next, epoch: cut.epoch, chainSeedCRC: cut.previousCRC)
+        clusterID: clusterID, firstLSN: lsn.next, epoch: cut.epochBefore, chainSeedCRC: cut.previousCRC)
       try archive.write(header.encoded(), at: 0)
       var offset = Int64(SegmentHeader.size)
       for (index, segment) in whole.segments.enumerated() where index >= cutIndex {

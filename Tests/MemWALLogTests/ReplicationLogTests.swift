@@ -137,6 +137,41 @@ import Testing
     return archived
   }
 
+  /// A tail that starts with an epoch change (a promotion cut whole) is archived with the epoch
+  /// before it in the header, so the archive reads as a valid segment: the log scanner (and
+  /// `memwal wal dump`, and the chaos checker) read every record. It read as corrupt before (found
+  /// by `memwal chaos`, seed 3202: "LSN … changes epoch 15 → 16 while the log is in epoch 16").
+  @Test func aTailThatStartsWithAnEpochChangeIsArchivedReadably() async throws {
+    let directory = TemporaryDirectory()
+    defer { directory.remove() }
+    let path = directory.path + "/n"
+    let log = try await Self.primaryLog(path, count: 60, more: 40)
+    let before = try allRecords(log)
+    await log.close()
+    guard case .epochChange = before[60].payload else {
+      Issue.record("LSN 61 is not the epoch change")
+      return
+    }
+    let report = try #require(try WriteAheadLog.truncate(directory: path, after: LSN(60)))
+    #expect(report.archiveFile == "archive/diverged-2-00000000000000000061.wal")
+    // Scanned as a segment of its own, as the checker and `wal dump` read it.
+    let disk = POSIXFileSystem()
+    let scratch = directory.path + "/scan"
+    try disk.createDirectory(scratch)
+    let archive = try disk.openFile(path + "/" + report.archiveFile, mode: .readOnly)
+    let bytes = try archive.readAll()
+    archive.close()
+    let copy = try disk.openFile(scratch + "/" + LogFileNames.segment(firstLSN: LSN(61)), mode: .createNew)
+    try copy.write(bytes, at: 0)
+    copy.close()
+    var scanned: [WALRecord] = []
+    try LogScanner(walDirectory: scratch, fileSystem: disk).scan(visitFrom: LSN(61)) { frame, _, _ in
+      scanned.append(frame.record)
+      return true
+    }
+    #expect(scanned == Array(before[60...]))
+  }
+
   /// Two different tails cut at the same place (an archive of that name exists and is not this
   /// tail): the first archive is kept and the second gets the next name.
   @Test func aDifferentTailWithTheSameStartGetsItsOwnArchive() async throws {

@@ -190,14 +190,25 @@ public struct FailoverController: Sendable {
       return steer(node, report)
     case .electing:
       return []
-    case .switchingOver(var switchover, let election):
+    case .switchingOver(let switchover, let election):
       guard election == nil else { return [] }
-      if node == switchover.from, report.role == .draining, report.epoch == record.epoch {
-        switchover.drainedLSN = report.flushedLSN
-        phase = .switchingOver(switchover, election: nil)
-      }
       return considerSwitchoverPromotion(switchover)
     }
+  }
+
+  /// The answer to a `drain`: the node's report once it stopped writes and flushed everything.
+  /// Only this sets the drained LSN: a heartbeat's report can be older than a `resume` that came
+  /// before the drain (an abandoned switchover), show `draining` at an LSN the primary has since
+  /// passed, and let the target be promoted without writes acknowledged in between (found by the
+  /// simulation, seed 1539, with a hash seed that reordered its partitions).
+  public mutating func drained(_ node: String, _ report: NodeReport, now: UInt64) -> [ControllerAction] {
+    self.now = max(self.now, now)
+    guard case .switchingOver(var switchover, nil) = phase, node == switchover.from,
+      report.role == .draining, report.epoch == record.epoch
+    else { return [] }
+    switchover.drainedLSN = report.flushedLSN
+    phase = .switchingOver(switchover, election: nil)
+    return considerSwitchoverPromotion(switchover)
   }
 
   /// The shell could not reach the node (connection refused or timed out).

@@ -192,7 +192,10 @@ final class NodeRoles: @unchecked Sendable {
       return .done
     case .drain(let epoch):
       try await perform(try fencing.drain(epoch: epoch), reason: "switchover")
-      return .done
+      // The report after the drain (everything logged is flushed): the controller takes the
+      // drained LSN from this answer, never from a heartbeat that may predate a `resume`.
+      publishFencing()
+      return .report(report())
     case .resume(let epoch):
       try await perform(try fencing.resume(epoch: epoch), reason: "switchover abandoned")
       return .done

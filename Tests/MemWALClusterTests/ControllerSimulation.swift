@@ -59,6 +59,7 @@ final class ControllerSimulation {
     case promise(String, epoch: Epoch, flushed: LSN, lastEpoch: Epoch)
     case refused(String, epoch: Epoch, highest: Epoch)
     case promoted(String, epoch: Epoch, lsn: LSN)
+    case drained(String, NodeReport)
     case unreachable(String)
   }
 
@@ -197,7 +198,7 @@ final class ControllerSimulation {
     }
     if chance(0.004) {
       // Any set of participants, the controller included, is cut off from the rest.
-      for key in groups.keys { groups[key] = chance(0.5) ? 1 : 0 }
+      for key in groups.keys.sorted() { groups[key] = chance(0.5) ? 1 : 0 }
       healAt = now + UInt64.random(in: 100...1500, using: &random) * 1_000_000
     }
   }
@@ -487,6 +488,7 @@ final class ControllerSimulation {
       perform(controller.promiseRefused(from: name, epoch: epoch, highestPromised: highest, now: now))
     case .promoted(let name, let epoch, let lsn):
       perform(controller.promoted(name, epoch: epoch, lsn: lsn, now: now))
+    case .drained(let name, let report): perform(controller.drained(name, report, now: now))
     case .unreachable(let name): perform(controller.unreachable(name, now: now))
     }
   }
@@ -499,14 +501,7 @@ final class ControllerSimulation {
     let name = nodes[index].name
     switch action {
     case .heartbeat:
-      let node = nodes[index]
-      let flushed = node.log[..<node.flushedCount]
-      let report = NodeReport(
-        role: node.fencing.role, epoch: node.fencing.epoch, promisedEpoch: node.fencing.promisedEpoch,
-        flushedLSN: LSN(UInt64(flushed.count)), appliedLSN: LSN(UInt64(flushed.count)),
-        lastEpochInLog: flushed.last?.epoch ?? .zero, primary: node.fencing.primary,
-        seesPrimary: node.seesPrimary)
-      reply(.report(name, report), from: index)
+      reply(.report(name, report(of: index)), from: index)
     case .requestPromise(_, let epoch):
       do {
         apply(try nodes[index].fencing.promise(epoch), at: index)
@@ -528,12 +523,25 @@ final class ControllerSimulation {
     case .follow(_, let primary, let epoch):
       if let actions = try? nodes[index].fencing.follow(primary, epoch: epoch) { apply(actions, at: index) }
     case .drain(_, let epoch):
-      if let actions = try? nodes[index].fencing.drain(epoch: epoch) { apply(actions, at: index) }
+      guard let actions = try? nodes[index].fencing.drain(epoch: epoch) else { return }
+      apply(actions, at: index)
+      reply(.drained(name, report(of: index)), from: index)
     case .resume(_, let epoch):
       if let actions = try? nodes[index].fencing.resume(epoch: epoch) { apply(actions, at: index) }
     case .setQuorum, .persist, .status:
       break
     }
+  }
+
+  /// What node `index` answers a heartbeat with (and a drain, once done).
+  func report(of index: Int) -> NodeReport {
+    let node = nodes[index]
+    let flushed = node.log[..<node.flushedCount]
+    return NodeReport(
+      role: node.fencing.role, epoch: node.fencing.epoch, promisedEpoch: node.fencing.promisedEpoch,
+      flushedLSN: LSN(UInt64(flushed.count)), appliedLSN: LSN(UInt64(flushed.count)),
+      lastEpochInLog: flushed.last?.epoch ?? .zero, primary: node.fencing.primary,
+      seesPrimary: node.seesPrimary)
   }
 
   // MARK: - Convergence

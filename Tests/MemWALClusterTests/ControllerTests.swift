@@ -222,7 +222,10 @@ import Testing
     let start = try controller.switchover(to: "n2", now: 100)
     #expect(start.first == .drain(node: "n1", epoch: Epoch(3)))
     #expect(throws: ControllerCommandError.self) { try controller.switchover(to: "n3", now: 100) }
-    _ = controller.report(from: "n1", Self.report(.draining, flushed: 20), now: 200)
+    // A heartbeat showing `draining` does not count (it may predate a resume); the drain's answer does.
+    _ = controller.report(from: "n1", Self.report(.draining, flushed: 18), now: 150)
+    #expect(controller.report(from: "n2", Self.report(.follower, flushed: 19), now: 160).isEmpty)
+    _ = controller.drained("n1", Self.report(.draining, flushed: 20), now: 200)
     #expect(controller.report(from: "n2", Self.report(.follower, flushed: 19), now: 300).isEmpty)
     #expect(
       controller.report(from: "n2", Self.report(.follower, flushed: 20), now: 400)
@@ -239,7 +242,7 @@ import Testing
   @Test(arguments: [true, false]) func anAbandonedSwitchoverResumesThePrimary(primaryAnswers: Bool) throws {
     var (controller, _) = Self.makeController(nodes: 3, k: 1)
     _ = try controller.switchover(to: "n2", now: 100)
-    _ = controller.report(from: "n1", Self.report(.draining, flushed: 20), now: 200)
+    _ = controller.drained("n1", Self.report(.draining, flushed: 20), now: 200)
     var actions: [ControllerAction] = []
     for step in 1...60 {
       let now = UInt64(step) * 200_000_000

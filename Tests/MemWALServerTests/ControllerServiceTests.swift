@@ -753,7 +753,11 @@ final class FakeCluster: Sendable {
         return .refused(promisedEpoch: node.promisedEpoch, message: "not the primary of \(epoch)")
       }
       node.role = .draining
-      return .done
+      return .report(
+        NodeReport(
+          role: node.role, epoch: node.epoch, promisedEpoch: node.promisedEpoch, flushedLSN: node.flushedLSN,
+          appliedLSN: node.flushedLSN, lastEpochInLog: node.lastEpochInLog, primary: node.primary,
+          seesPrimary: true))
     case .resume(let epoch):
       guard node.role == .draining, node.epoch == epoch else {
         return .refused(promisedEpoch: node.promisedEpoch, message: "not draining in \(epoch)")

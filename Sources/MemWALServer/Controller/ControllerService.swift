@@ -481,6 +481,8 @@ public final class ControllerService: @unchecked Sendable {
       return machine.unreachable(name, now: now)
     case (.promote, .promoted(let epoch, let lsn)):
       return machine.promoted(name, epoch: epoch, lsn: lsn, now: now)
+    case (.drain, .report(let report)):
+      return machine.drained(name, report, now: now)
     case (_, .done):
       logger.debug("controller: \(name) did \(request.name)")
       return []

@@ -136,8 +136,10 @@ extension WriteAheadLog {
     // since are missing from this copy, which is then a prefix of that one and is dropped instead
     // of replacing it. Any other archive of the same name is kept and this one gets the next name.
     var variant = 1
+    var isArchivedAlready = false
     while fileSystem.fileExists(archivePath) {
-      if try startsWith(archivePath, contentsOf: temporary, fileSystem: fileSystem) { break }
+      isArchivedAlready = try startsWith(archivePath, contentsOf: temporary, fileSystem: fileSystem)
+      if isArchivedAlready { break }
       variant += 1
       guard variant <= 1_000 else {
         throw LogSurgeryError.cannotTruncate("1,000 archives named like \(archiveName) exist already")
@@ -145,7 +147,7 @@ extension WriteAheadLog {
       archiveName = divergedArchiveName(epoch: cut.epoch, firstLSN: lsn.next, variant: variant)
       archivePath = joinPath(layout.archiveDirectory, archiveName)
     }
-    if fileSystem.fileExists(archivePath) {
+    if isArchivedAlready {
       try fileSystem.removeFile(temporary)
     } else {
       try fileSystem.rename(temporary, to: archivePath)

@@ -236,8 +236,7 @@ public final class MemoryEngine: @unchecked Sendable {
               // space, nothing else: applying goes on, and the next try comes after another
               // `checkpointEveryBytes`. (Found while adding disk faults for `memwal chaos`: the applier used to stop here for
               // good while the node stayed up, and every `min_lsn` read on it timed out.)
-              bytesSinceCheckpoint.store(0, ordering: .relaxed)
-              lastCheckpointMicros.store(clock.microsecondsSinceEpoch(), ordering: .relaxed)
+              restartCheckpointCountdown()
               logger.error(
                 "checkpoint failed; applying goes on, the next try after \(options.checkpointEveryBytes) more bytes or \(options.checkpointEverySeconds) s",
                 metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
@@ -332,8 +331,6 @@ public final class MemoryEngine: @unchecked Sendable {
   /// unnecessary. Returns the checkpoint's LSN.
   public func checkpoint() async throws -> LSN { try await takeCheckpoint() }
 
-  /// Snapshot on the applier thread (no apply can run meanwhile), make the log durable through the
-  /// snapshot's LSN, write the checkpoint, retire old segments.
   /// Counts `bytes` of applied WAL; whether `checkpointEveryBytes` of it, or some of it and
   /// `checkpointEverySeconds`, have passed since the last checkpoint.
   private func isCheckpointDue(afterApplying bytes: Int) -> Bool {
@@ -344,6 +341,15 @@ public final class MemoryEngine: @unchecked Sendable {
     return elapsed >= Int64(options.checkpointEverySeconds) * 1_000_000
   }
 
+  /// The next checkpoint is due `checkpointEveryBytes` / `checkpointEverySeconds` from now (after
+  /// one was written, or one failed).
+  private func restartCheckpointCountdown() {
+    bytesSinceCheckpoint.store(0, ordering: .relaxed)
+    lastCheckpointMicros.store(clock.microsecondsSinceEpoch(), ordering: .relaxed)
+  }
+
+  /// Snapshot on the applier thread (no apply can run meanwhile), make the log durable through the
+  /// snapshot's LSN, write the checkpoint, retire old segments.
   private func takeCheckpoint() async throws -> LSN {
     try await checkpointSerializer.run { try await self.writeCheckpointNow() }
   }
@@ -356,8 +362,7 @@ public final class MemoryEngine: @unchecked Sendable {
       try log.writeCheckpoint(at: lsn, payload: bytes)
       _ = try log.retireSegments(below: min(lsn.next, floor?() ?? lsn.next))
     }
-    bytesSinceCheckpoint.store(0, ordering: .relaxed)
-    lastCheckpointMicros.store(clock.microsecondsSinceEpoch(), ordering: .relaxed)
+    restartCheckpointCountdown()
     logger.info("checkpoint", metadata: ["lsn": "\(lsn)", "bytes": "\(bytes.count)"])
     return lsn
   }

@@ -79,6 +79,17 @@ import Testing
     #expect(try allRecords(follower) == sent)
   }
 
+  /// `primaryLog` at `directory/n`, closed, and the records it holds.
+  static func closedPrimaryLog(in directory: TemporaryDirectory, count: Int, more: Int) async throws
+    -> (path: String, records: [WALRecord])
+  {
+    let path = directory.path + "/n"
+    let log = try await primaryLog(path, count: count, more: more)
+    let records = try allRecords(log)
+    await log.close()
+    return (path, records)
+  }
+
   @Test func truncationArchivesTheDivergentTailAndTheLogReopensAtTheCut() async throws {
     let directory = TemporaryDirectory()
     defer { directory.remove() }
@@ -144,10 +155,7 @@ import Testing
   @Test func aTailThatStartsWithAnEpochChangeIsArchivedReadably() async throws {
     let directory = TemporaryDirectory()
     defer { directory.remove() }
-    let path = directory.path + "/n"
-    let log = try await Self.primaryLog(path, count: 60, more: 40)
-    let before = try allRecords(log)
-    await log.close()
+    let (path, before) = try await Self.closedPrimaryLog(in: directory, count: 60, more: 40)
     guard case .epochChange = before[60].payload else {
       Issue.record("LSN 61 is not the epoch change")
       return
@@ -177,10 +185,7 @@ import Testing
   @Test func aDifferentTailWithTheSameStartGetsItsOwnArchive() async throws {
     let directory = TemporaryDirectory()
     defer { directory.remove() }
-    let path = directory.path + "/n"
-    let log = try await Self.primaryLog(path, count: 50, more: 0)
-    let before = try allRecords(log)
-    await log.close()
+    let (path, before) = try await Self.closedPrimaryLog(in: directory, count: 50, more: 0)
     let disk = POSIXFileSystem()
     try disk.createDirectory(path + "/archive")
     let taken = path + "/archive/" + WriteAheadLog.divergedArchiveName(epoch: Epoch(1), firstLSN: LSN(41))

@@ -138,7 +138,7 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     let log = engine.log
     epochHistory = log.epochHistory
     machine = PrimaryReplication(
-      configuration: configuration, epoch: log.currentEpoch, epochHistory: log.epochHistory,
+      configuration: configuration, epoch: log.currentEpoch, epochHistory: epochHistory,
       flushedLSN: log.positions.flushed.value, oldestRetainedLSN: log.oldestRetainedLSN,
       now: monotonicNanoseconds())
     shared = Mutex(Shared(quorum: settings.quorum))
@@ -216,13 +216,16 @@ public final class PrimaryReplicator: ReplicationGate, @unchecked Sendable {
     for file in late { file.close() }
     // Marked stopped first, so a writer that reaches `wait` after this is refused at once instead
     // of waiting for an event task that has already ended.
-    shared.withLock { $0.steppedDown = $0.steppedDown ?? "the node is shutting down" }
+    let reason = shared.withLock { state -> String in
+      let reason = state.steppedDown ?? "the node is shutting down"
+      state.steppedDown = reason
+      return reason
+    }
     failWaiters(.indeterminate("the node is shutting down"))
     // A write logged here that reaches the gate only now — this primary stepped down for a new
     // epoch, say — has an unknown fate (its record may be cut as a divergent tail): the stopped
     // gate says so. (Found by `memwal chaos`, seed 1001: with no gate left here, a replicated
     // engine then answered such a `quorum` write with `local`, and its record was cut.)
-    let reason = shared.withLock { $0.steppedDown } ?? "this primary stopped"
     engine.replicationGate = StoppedGate(reason: reason)
     engine.retentionFloor = nil
   }

@@ -124,7 +124,7 @@ import Testing
       wrapping: POSIXFileSystem(), faultFile: faultFile, logger: quietLogger)
     #expect(live.mode == .none)
     Self.setFault("disk_full", in: faultFile)
-    let deadline = monotonicNanoseconds() + 10_000_000_000
+    let deadline = monotonicNanoseconds() + 60_000_000_000
     while live.mode != .diskFull && monotonicNanoseconds() < deadline { sched_yield() }
     #expect(live.mode == .diskFull)
   }

@@ -50,18 +50,18 @@ final class CheckpointlessDisk: FileSystem, @unchecked Sendable {
     }
     for batch in 0..<3 {
       let last = try await write(batch)
-      try await engine.waitForApplied(last, timeout: .seconds(10))
+      try await engine.waitForApplied(last, timeout: .seconds(60))
     }
     let checkpoints = {
       (try? disk.contentsOfDirectory("/node/checkpoints"))?.filter { $0.hasSuffix(".ckpt") } ?? []
     }
     #expect(checkpoints().isEmpty)
     disk.isFull.store(false, ordering: .relaxed)
-    let deadline = ContinuousClock.now + .seconds(10)
+    let deadline = ContinuousClock.now + .seconds(60)
     var batch = 3
     while checkpoints().isEmpty && ContinuousClock.now < deadline {
       let last = try await write(batch)
-      try await engine.waitForApplied(last, timeout: .seconds(10))
+      try await engine.waitForApplied(last, timeout: .seconds(60))
       batch += 1
     }
     #expect(!checkpoints().isEmpty)

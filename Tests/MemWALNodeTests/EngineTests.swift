@@ -262,7 +262,7 @@ import Testing
     try await writer.value
     try await engine.waitForApplied(engine.log.positions.written.value)
     // The overlay of unapplied writes drains once the applier has caught up.
-    let deadline = ContinuousClock.now + .seconds(10)
+    let deadline = ContinuousClock.now + .seconds(60)
     while engine.unappliedKeyCount > 0 && ContinuousClock.now < deadline { await Task.yield() }
     #expect(engine.unappliedKeyCount == 0)
     #expect(

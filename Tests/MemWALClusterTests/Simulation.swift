@@ -280,9 +280,7 @@ final class Simulation {
     follower.restartAt = now + UInt64.random(in: 10...500, using: &random) * 1_000_000
     followers[index] = follower
     generations[index] += 1
-    for connection in connections.values where connection.follower == index && connection.isOpen {
-      breakConnection(connection)
-    }
+    breakConnection(of: index)
   }
 
   func restart(_ index: Int) {
@@ -420,8 +418,12 @@ final class Simulation {
     }
   }
 
+  /// Breaks every open connection of one follower, in connection order: each break draws delays
+  /// from the seeded generator, so walking the dictionary's hash order would make a seed replay
+  /// differently in another process.
   func breakConnection(of index: Int) {
-    for connection in connections.values where connection.follower == index && connection.isOpen {
+    let open = connections.values.filter { $0.follower == index && $0.isOpen }
+    for connection in open.sorted(by: { $0.primarySide.rawValue < $1.primarySide.rawValue }) {
       breakConnection(connection)
     }
   }

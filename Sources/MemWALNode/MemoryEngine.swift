@@ -220,28 +220,25 @@ public final class MemoryEngine: @unchecked Sendable {
       while !Task.isCancelled {
         do {
           await waitWhilePaused()
-          try await log.positions.written.wait(for: store.appliedLSN.next)
-          let records = try log.records(from: store.appliedLSN.next, limit: options.applyBatch)
+          let next = store.appliedLSN.next
+          if log.positions.written.value < next, let idle = idleWaitForCheckpoint() {
+            // Applied changes are waiting for the time trigger: wake when it is due even if no
+            // write comes, so a burst followed by silence is not replayed whole after a restart.
+            do {
+              try await log.positions.written.wait(for: next, timeout: idle)
+            } catch is WaitError {
+              if isCheckpointDue(afterApplying: 0) { try await checkpointKeepingOn() }
+              continue
+            }
+          } else {
+            try await log.positions.written.wait(for: next)
+          }
+          let records = try log.records(from: next, limit: options.applyBatch)
           guard !records.isEmpty else { continue }
           let bytes = records.reduce(0) { $0 + $1.approximateBytes }
           try await applierThread.perform { [store] in store.apply(records) }
           pruneOverlay()
-          if isCheckpointDue(afterApplying: bytes) {
-            do {
-              _ = try await takeCheckpoint()
-            } catch is CancellationError {
-              return
-            } catch {
-              // A checkpoint that cannot be written (a full disk, say) costs replay time and WAL
-              // space, nothing else: applying goes on, and the next try comes after another
-              // `checkpointEveryBytes`. (Found while adding disk faults for `memwal chaos`: the applier used to stop here for
-              // good while the node stayed up, and every `min_lsn` read on it timed out.)
-              restartCheckpointCountdown()
-              logger.error(
-                "checkpoint failed; applying goes on, the next try after \(options.checkpointEveryBytes) more bytes or \(options.checkpointEverySeconds) s",
-                metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
-            }
-          }
+          if isCheckpointDue(afterApplying: bytes) { try await checkpointKeepingOn() }
         } catch is CancellationError {
           return
         } catch {
@@ -330,6 +327,36 @@ public final class MemoryEngine: @unchecked Sendable {
   /// Writes a checkpoint of the stores at the applied LSN and retires the WAL segments it makes
   /// unnecessary. Returns the checkpoint's LSN.
   public func checkpoint() async throws -> LSN { try await takeCheckpoint() }
+
+  /// Takes a checkpoint for the applier. One that cannot be written (a full disk, say) costs replay
+  /// time and WAL space, nothing else: applying goes on, and the next try comes after another
+  /// `checkpointEveryBytes` or `checkpointEverySeconds`. (Found while adding disk faults for
+  /// `memwal chaos`: the applier used to stop here for good while the node stayed up, and every
+  /// `min_lsn` read on it timed out.) Throws only `CancellationError`.
+  private func checkpointKeepingOn() async throws {
+    do {
+      _ = try await takeCheckpoint()
+    } catch is CancellationError {
+      throw CancellationError()
+    } catch {
+      restartCheckpointCountdown()
+      logger.error(
+        "checkpoint failed; applying goes on, the next try after \(options.checkpointEveryBytes) more bytes or \(options.checkpointEverySeconds) s",
+        metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
+    }
+  }
+
+  /// How long the idle applier may wait for the next record before it looks at the time trigger
+  /// again: nil (wait for ever) unless `checkpointEverySeconds` is set and applied WAL awaits a
+  /// checkpoint. At most a second, because the engine's clock need not be the wall clock.
+  private func idleWaitForCheckpoint() -> Duration? {
+    guard options.checkpointEverySeconds > 0, bytesSinceCheckpoint.load(ordering: .relaxed) > 0 else {
+      return nil
+    }
+    let elapsed = clock.microsecondsSinceEpoch() - lastCheckpointMicros.load(ordering: .relaxed)
+    let remaining = Int64(options.checkpointEverySeconds) * 1_000_000 - elapsed
+    return .microseconds(min(max(remaining, 10_000), 1_000_000))
+  }
 
   /// Counts `bytes` of applied WAL; whether `checkpointEveryBytes` of it, or some of it and
   /// `checkpointEverySeconds`, have passed since the last checkpoint.

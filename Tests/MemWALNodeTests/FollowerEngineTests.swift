@@ -258,4 +258,33 @@ import Testing
     // The applier may still be checking the record before this write when the clock moves.
     #expect((engine.log.checkpointLSNs.first ?? .zero) >= LSN(6), "61 s: a checkpoint")
   }
+
+  /// The time trigger needs no further write: a burst followed by silence is checkpointed once the
+  /// interval has passed, so a restart does not replay it however long the node stays idle.
+  @Test func anIdleNodeCheckpointsWhatItAppliedOnceTheIntervalHasPassed() async throws {
+    let clock = TestClock()
+    var options = engineOptions(clock: clock)
+    options.checkpointEveryBytes = 1 << 30
+    options.checkpointEverySeconds = 60
+    let engine = try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
+    defer { Task { await engine.close() } }
+    _ = try await engine.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
+    var last = LSN.zero
+    for id in 0..<5 {
+      let outcome = try await engine.execute(
+        TransactionRequest(
+          namespace: "agents",
+          operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0]))]))
+      last = outcome.lsn
+    }
+    try await engine.waitForApplied(last)
+    #expect(engine.log.checkpointLSNs.isEmpty)
+    clock.advance(by: 61_000_000)
+    let deadline = ContinuousClock.now + .seconds(60)
+    while engine.log.checkpointLSNs.isEmpty && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    #expect(engine.log.checkpointLSNs == [last], "61 s later, with no write since: a checkpoint of all of it")
+  }
 }

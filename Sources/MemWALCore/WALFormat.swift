@@ -20,6 +20,8 @@ public enum WALFormat {
     public static let transaction: UInt8 = 1
     public static let epochChange: UInt8 = 2
     public static let quorumChange: UInt8 = 3
+    /// Every type a record may have.
+    public static let known: ClosedRange<UInt8> = transaction...quorumChange
   }
 
   /// Rounds `value` up to the frame alignment.

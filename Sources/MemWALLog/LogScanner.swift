@@ -379,7 +379,7 @@ public struct LogScanner {
         continue
       }
       let type = raw[probe + 8]
-      guard type == WALFormat.RecordType.transaction || type == WALFormat.RecordType.epochChange else {
+      guard WALFormat.RecordType.known.contains(type) else {
         continue
       }
       let lsn = raw.loadUnaligned(fromByteOffset: probe + 16, as: UInt64.self).littleEndian

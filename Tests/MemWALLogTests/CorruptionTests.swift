@@ -97,6 +97,24 @@ import Testing
     #expect(try Self.expectCorruption(disk2).offset == victim.offset)
   }
 
+  /// The frames after a damaged one prove it had been synced whatever their type: a quorum change
+  /// written after the damaged transaction was flushed must make it corruption, not a torn tail
+  /// that recovery would cut (the scan for later frames used to skip type 3).
+  @Test func damageFollowedOnlyByASyncedQuorumChangeIsCorruption() async throws {
+    let disk = SimulatedFileSystem()
+    let (log, _) = try WriteAheadLog.open(
+      directory: "/data", options: smallOptions(), fileSystem: disk, logger: quietLogger)
+    for index in 0..<3 { _ = try await log.append(makeTransaction(writer: 0, index: index)) }
+    _ = try await log.appendQuorumChange(2)
+    await log.close()
+    let frames = try Self.frames(disk)
+    #expect(frames.count == 4)
+    let victim = frames[2]
+    Self.flipByte(disk, "/data/wal/\(victim.segment)", at: Int(victim.offset) + 60)
+    let error = try Self.expectCorruption(disk)
+    #expect(error.offset == victim.offset && error.lastGoodLSN == LSN(victim.lsn.rawValue - 1), "\(error)")
+  }
+
   @Test func truncatedSegmentHeader() async throws {
     for which in ["middle", "last"] {
       let disk = try await Self.makeLog()

@@ -54,6 +54,7 @@ let package = Package(
       name: "MemWALNode",
       dependencies: [
         "MemWALCore", "MemWALLog", "MemWALStore", .product(name: "Logging", package: "swift-log"),
+        .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: strict
     ),

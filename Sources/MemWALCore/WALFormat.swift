@@ -20,9 +20,14 @@ public enum WALFormat {
     public static let transaction: UInt8 = 1
     public static let epochChange: UInt8 = 2
     public static let quorumChange: UInt8 = 3
+    /// A transaction whose payload carries the digest of the request after its idempotency key.
+    public static let keyedTransaction: UInt8 = 4
     /// Every type a record may have.
-    public static let known: ClosedRange<UInt8> = transaction...quorumChange
+    public static let known: ClosedRange<UInt8> = transaction...keyedTransaction
   }
+
+  /// Length of a transaction's request digest (the first half of a SHA-256).
+  public static let requestDigestBytes = 16
 
   /// Rounds `value` up to the frame alignment.
   @inlinable

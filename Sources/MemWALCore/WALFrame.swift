@@ -63,6 +63,7 @@ extension WALFrame {
     case .transaction(let transaction):
       writeName(transaction.namespace, into: &writer)
       writeName(transaction.idempotencyKey ?? "", into: &writer)
+      if let digest = transaction.requestDigest { writer.write(bytes: digest) }
       writer.write(UInt32(transaction.operations.count))
       for operation in transaction.operations {
         writer.write(operation.kind.rawValue)
@@ -104,6 +105,16 @@ extension WALFrame {
       try checkName(transaction.namespace, field: "namespace", allowEmpty: false)
       if let key = transaction.idempotencyKey {
         try checkName(key, field: "idempotency_key", allowEmpty: false)
+      }
+      if let digest = transaction.requestDigest {
+        guard transaction.idempotencyKey != nil else {
+          throw .invalid(field: "request_digest", reason: "only a transaction with an idempotency key has one")
+        }
+        guard digest.count == WALFormat.requestDigestBytes else {
+          throw .invalid(
+            field: "request_digest",
+            reason: "\(digest.count) bytes; it must be \(WALFormat.requestDigestBytes)")
+        }
       }
       guard !transaction.operations.isEmpty else {
         throw .invalid(field: "operations", reason: "a transaction needs at least one operation")
@@ -252,7 +263,9 @@ extension WALFrame {
     let payload: WALPayload
     switch type {
     case WALFormat.RecordType.transaction:
-      payload = .transaction(try decodeTransaction(&reader))
+      payload = .transaction(try decodeTransaction(&reader, withDigest: false))
+    case WALFormat.RecordType.keyedTransaction:
+      payload = .transaction(try decodeTransaction(&reader, withDigest: true))
     case WALFormat.RecordType.epochChange:
       let previous = Epoch(try reader.read(UInt64.self))
       let leader = try readName(&reader, field: "leader")
@@ -280,7 +293,7 @@ extension WALFrame {
     return (record, previousCRC, synced)
   }
 
-  private static func decodeTransaction(_ reader: inout ByteReader) throws(ByteDecodingError)
+  private static func decodeTransaction(_ reader: inout ByteReader, withDigest: Bool) throws(ByteDecodingError)
     -> WALTransaction
   {
     let namespace = try readName(&reader, field: "namespace")
@@ -288,6 +301,14 @@ extension WALFrame {
       throw .invalidValue(field: "namespace", offset: reader.offset, detail: "empty")
     }
     let key = try readName(&reader, field: "idempotency_key")
+    var digest: [UInt8]?
+    if withDigest {
+      guard !key.isEmpty else {
+        throw .invalidValue(
+          field: "idempotency_key", offset: reader.offset, detail: "a keyed transaction (type 4) needs a key")
+      }
+      digest = try reader.readBytes(WALFormat.requestDigestBytes)
+    }
     let countOffset = reader.offset
     let count: UInt32 = try reader.read()
     // Each operation takes at least 15 bytes (kind, target, reserved, a 1-byte id, two absent
@@ -319,7 +340,8 @@ extension WALFrame {
       operations.append(WALOperation(kind: kind, target: target, id: id, before: before, after: after))
     }
     return WALTransaction(
-      namespace: namespace, operations: operations, idempotencyKey: key.isEmpty ? nil : key)
+      namespace: namespace, operations: operations, idempotencyKey: key.isEmpty ? nil : key,
+      requestDigest: digest)
   }
 
   private static func readName(_ reader: inout ByteReader, field: String) throws(ByteDecodingError) -> String

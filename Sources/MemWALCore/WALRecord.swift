@@ -57,11 +57,18 @@ public struct WALTransaction: Sendable, Equatable {
   public var operations: [WALOperation]
   /// Set when the client gave one; a repeat of the key returns the first outcome.
   public var idempotencyKey: String?
+  /// With a key: a digest of the request as the client sent it (`WALFormat.requestDigestBytes`
+  /// bytes), so a later request with the same key and a different body is refused instead of
+  /// being answered with this one's outcome. Records written before it existed have none.
+  public var requestDigest: [UInt8]?
 
-  public init(namespace: String, operations: [WALOperation], idempotencyKey: String? = nil) {
+  public init(
+    namespace: String, operations: [WALOperation], idempotencyKey: String? = nil, requestDigest: [UInt8]? = nil
+  ) {
     self.namespace = namespace
     self.operations = operations
     self.idempotencyKey = idempotencyKey
+    self.requestDigest = requestDigest
   }
 }
 
@@ -97,7 +104,9 @@ public enum WALPayload: Sendable, Equatable {
 
   public var recordType: UInt8 {
     switch self {
-    case .transaction: return WALFormat.RecordType.transaction
+    case .transaction(let transaction):
+      return transaction.requestDigest == nil
+        ? WALFormat.RecordType.transaction : WALFormat.RecordType.keyedTransaction
     case .epochChange: return WALFormat.RecordType.epochChange
     case .quorumChange: return WALFormat.RecordType.quorumChange
     }

@@ -113,23 +113,39 @@ extension MemoryEngine {
           reason:
             "\(request.operations.count) operations; the limit is \(limits.maximumOperationsPerTransaction)"))
     }
+    var digest: [UInt8]?
     if let key = request.idempotencyKey {
       do { try limits.check(id: key, field: "idempotency_key") } catch { throw .invalid(error) }
+      digest = request.requestDigest
     }
     await waitForRoom()
     let prepared = try writeLock.withLock { state throws(WriteError) -> Prepared in
       // Only the primary answers a repeat: a follower (or a primary that stepped down) may hold a
       // copy that a newer epoch cut, or lack a write the primary has; it sends the writer on.
       guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
-      if let key = request.idempotencyKey {
+      if let key = request.idempotencyKey, let digest {
         // Checked in this order under the lock: an outcome leaves `recentOutcomes` only after the
-        // store has applied it, so one of the three always knows a key that was used.
+        // store has applied it, so one of the three always knows a key that was used. A repeat
+        // must be the same request: the same key with other operations is refused, not answered
+        // with the first one's outcome (which would drop the new operations without a word).
         let combined = idempotencyKey(request.namespace, key)
-        if let pending = state.inFlightKeys[combined] { return .repeat(pending) }
-        if let recent = state.recentOutcomes[combined] { return .done(recent) }
-        if let applied = repeatOutcome(namespace: request.namespace, key: key) { return .done(applied) }
+        if let pending = state.inFlightKeys[combined] {
+          guard pending.digest == digest else { throw .idempotencyKeyReused(key: key, lsn: nil) }
+          return .repeat(pending.broadcast)
+        }
+        if let recent = state.recentOutcomes[combined] {
+          guard recent.digest == digest else { throw .idempotencyKeyReused(key: key, lsn: recent.outcome.lsn) }
+          return .done(recent.outcome)
+        }
+        if let applied = store.idempotentOutcome(namespace: request.namespace, key: key) {
+          // A key logged before digests existed has none to compare: it is answered as before.
+          if let first = applied.requestDigest, first != digest {
+            throw .idempotencyKeyReused(key: key, lsn: applied.lsn)
+          }
+          return .done(repeatOutcome(applied))
+        }
       }
-      return .submitted(try prepareAndSubmit(request, &state))
+      return .submitted(try prepareAndSubmit(request, digest: digest, &state))
     }
     switch prepared {
     case .done(var outcome):
@@ -158,7 +174,7 @@ extension MemoryEngine {
         if let key = request.idempotencyKey {
           let combined = idempotencyKey(request.namespace, key)
           state.inFlightKeys[combined] = nil
-          if let outcome = try? result.get() { state.recentOutcomes[combined] = outcome }
+          if let outcome = try? result.get(), let digest { state.recentOutcomes[combined] = (outcome, digest) }
         }
       }
       submission.broadcast?.publish(result)
@@ -183,9 +199,8 @@ extension MemoryEngine {
 
   private func idempotencyKey(_ namespace: String, _ key: String) -> String { namespace + "\u{0}" + key }
 
-  /// An applied transaction's outcome for this idempotency key, if the store remembers one.
-  private func repeatOutcome(namespace: String, key: String) -> WriteOutcome? {
-    guard let applied = store.idempotentOutcome(namespace: namespace, key: key) else { return nil }
+  /// The answer to a repeat of an applied transaction's idempotency key.
+  private func repeatOutcome(_ applied: MemoryStore.IdempotentOutcome) -> WriteOutcome {
     let durability: Durability = log.positions.flushed.value >= applied.lsn ? .local : .memory
     return WriteOutcome(
       lsn: applied.lsn, epoch: applied.epoch, transactionID: applied.transactionID, durability: durability,
@@ -194,8 +209,9 @@ extension MemoryEngine {
 
   /// Checks every operation against the current values, builds the WAL transaction with before- and
   /// after-images, submits it, and records the new values in the overlay — all under the write lock.
-  private func prepareAndSubmit(_ request: TransactionRequest, _ state: inout WriteState) throws(WriteError)
-    -> Submission
+  private func prepareAndSubmit(
+    _ request: TransactionRequest, digest: [UInt8]?, _ state: inout WriteState
+  ) throws(WriteError) -> Submission
   {
     let limits = options.store.limits
     guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
@@ -277,7 +293,8 @@ extension MemoryEngine {
       record(target, id, before: before, after: operation.newValue)
     }
     let transaction = WALTransaction(
-      namespace: request.namespace, operations: operations, idempotencyKey: request.idempotencyKey)
+      namespace: request.namespace, operations: operations, idempotencyKey: request.idempotencyKey,
+      requestDigest: digest)
     let ticket = try submit(transaction, durability: request.durability, state)
     state.sequence += 1
     for key in order {
@@ -288,9 +305,9 @@ extension MemoryEngine {
         sequence: state.sequence, keys: order, namespace: nil,
         idempotencyKey: request.idempotencyKey.map { idempotencyKey(request.namespace, $0) }))
     var broadcast: OutcomeBroadcast?
-    if let key = request.idempotencyKey {
+    if let key = request.idempotencyKey, let digest {
       let created = OutcomeBroadcast()
-      state.inFlightKeys[idempotencyKey(request.namespace, key)] = created
+      state.inFlightKeys[idempotencyKey(request.namespace, key)] = (created, digest)
       broadcast = created
     }
     return Submission(ticket: ticket, keys: order, sequence: state.sequence, broadcast: broadcast)

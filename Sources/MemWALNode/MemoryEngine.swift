@@ -51,9 +51,9 @@ public final class MemoryEngine: @unchecked Sendable {
   struct WriteState {
     var overlay: [OverlayKey: OverlayEntry] = [:]
     var pendingNamespaces: [String: OverlayEntry] = [:]
-    var inFlightKeys: [String: OutcomeBroadcast] = [:]
+    var inFlightKeys: [String: (broadcast: OutcomeBroadcast, digest: [UInt8])] = [:]
     /// Outcomes of idempotent transactions the store may not have applied yet.
-    var recentOutcomes: [String: WriteOutcome] = [:]
+    var recentOutcomes: [String: (outcome: WriteOutcome, digest: [UInt8])] = [:]
     /// Every submission in log order, so the overlay can be pruned from the front as records apply.
     var submissions: [SubmissionRecord] = []
     var submissionsHead = 0
@@ -311,7 +311,7 @@ public final class MemoryEngine: @unchecked Sendable {
         if let name = done.namespace, state.pendingNamespaces[name]?.sequence == done.sequence {
           state.pendingNamespaces[name] = nil
         }
-        if let key = done.idempotencyKey, state.recentOutcomes[key]?.lsn == lsn {
+        if let key = done.idempotencyKey, state.recentOutcomes[key]?.outcome.lsn == lsn {
           state.recentOutcomes[key] = nil
         }
       }

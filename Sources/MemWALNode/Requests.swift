@@ -1,3 +1,4 @@
+import Crypto
 import MemWALCore
 import MemWALLog
 import MemWALStore
@@ -49,6 +50,27 @@ public enum Operation: Sendable, Equatable {
 
 /// A transaction: operations in one namespace that become durable and visible together.
 public struct TransactionRequest: Sendable, Equatable {
+  /// What a repeat of an idempotency key must match: the first half of a SHA-256 over the
+  /// operations as asked for (target, upsert or delete, id, `ifVersion`, the new value's image).
+  /// The namespace and durability are left out: the key is per namespace, and a retry may ask for
+  /// more durability than the first try.
+  public var requestDigest: [UInt8] {
+    var writer = ByteWriter(capacity: 256)
+    writer.write(UInt32(operations.count))
+    for operation in operations {
+      writer.write(operation.target.rawValue)
+      let image = operation.newValue.map(RecordCodec.encode)
+      writer.write(UInt8(image == nil ? 0 : 1))
+      let id = Array(operation.id.utf8)
+      writer.write(UInt32(id.count))
+      writer.write(bytes: id)
+      writer.write(operation.ifVersion.map { $0.rawValue + 1 } ?? 0)
+      writer.write(UInt32(image?.count ?? 0))
+      writer.write(bytes: image ?? [])
+    }
+    return Array(SHA256.hash(data: writer.bytes).prefix(WALFormat.requestDigestBytes))
+  }
+
   public var namespace: String
   public var operations: [Operation]
   public var idempotencyKey: String?
@@ -97,6 +119,9 @@ public enum WriteError: Error, Equatable, Sendable, CustomStringConvertible {
   /// The write was logged here but this node lost the right to acknowledge it (a newer epoch, a
   /// shutdown) before the replication it asked for was confirmed: it may or may not survive.
   case indeterminate(String)
+  /// The idempotency key was already used, by the transaction at `lsn`, for a request with other
+  /// operations. Nothing was written; a new request needs a new key.
+  case idempotencyKeyReused(key: String, lsn: LSN?)
 
   public var description: String {
     switch self {
@@ -114,6 +139,9 @@ public enum WriteError: Error, Equatable, Sendable, CustomStringConvertible {
       return "this node is not the primary" + (primary.map { "; the primary is at \($0)" } ?? "")
     case .insufficientReplicas(let detail): return "not enough replicas confirmed the write: \(detail)"
     case .indeterminate(let detail): return "the outcome of the write is unknown: \(detail)"
+    case .idempotencyKeyReused(let key, let lsn):
+      return
+        "idempotency key \(key) was already used \(lsn.map { "by the transaction at LSN \($0) " } ?? "by a write in flight ")for a different request; nothing was written (a repeat must send the same operations, and a new request needs a new key)"
     }
   }
 }

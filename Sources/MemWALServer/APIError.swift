@@ -64,6 +64,8 @@ public struct APIError: Error, Equatable, Sendable, CustomStringConvertible {
     case .insufficientReplicas:
       return APIError(.serviceUnavailable, "insufficient_replicas", error.description)
     case .indeterminate: return APIError(.serviceUnavailable, "indeterminate", error.description)
+    case .idempotencyKeyReused:
+      return APIError(.unprocessableContent, "idempotency_key_reused", error.description)
     case .log(let walError):
       switch walError {
       case .failed:

@@ -19,7 +19,8 @@ import Testing
       payload = .transaction(
         WALTransaction(
           namespace: "ns-\(lsn % 3)", operations: operations,
-          idempotencyKey: lsn % 2 == 0 ? "key-\(lsn)" : nil))
+          idempotencyKey: lsn % 2 == 0 ? "key-\(lsn)" : nil,
+          requestDigest: lsn % 4 == 0 ? randomBytes(WALFormat.requestDigestBytes, &generator) : nil))
     }
     let epoch: Epoch = if case .epochChange = payload { Epoch(2) } else { Epoch(1) }
     return WALRecord(
@@ -81,6 +82,42 @@ import Testing
       syncedThroughLSN: .zero)
     let decoded = try frame.withUnsafeBytes { try WALFrame.decode($0).get() }
     #expect(decoded.record == record)
+  }
+
+  /// A keyed transaction carries its request digest as record type 4; type 4 without a key is
+  /// refused, and so is a digest cut short.
+  @Test func theRequestDigestTravelsAsRecordType4() throws {
+    let operations = [WALOperation(kind: .delete, target: .memory, id: "a")]
+    let digest = (0..<UInt8(WALFormat.requestDigestBytes)).map { $0 &* 37 }
+    func frame(type: UInt8, payload: [UInt8]) -> [UInt8] {
+      var bytes: [UInt8] = []
+      WALFrame.appendFrame(
+        to: &bytes, lsn: LSN(1), epoch: Epoch(1), transactionID: TransactionID(1), timestampMicros: 1,
+        recordType: type, encodedPayload: payload, previousCRC: 0, syncedThroughLSN: .zero)
+      return bytes
+    }
+    let keyed = WALPayload.transaction(
+      WALTransaction(namespace: "n", operations: operations, idempotencyKey: "k", requestDigest: digest))
+    #expect(keyed.recordType == WALFormat.RecordType.keyedTransaction)
+    let decoded = try frame(type: keyed.recordType, payload: WALFrame.encodePayload(keyed)).withUnsafeBytes {
+      try WALFrame.decode($0).get()
+    }
+    #expect(decoded.record.payload == keyed)
+    let keyOnly = WALPayload.transaction(
+      WALTransaction(namespace: "n", operations: operations, idempotencyKey: "k"))
+    #expect(keyOnly.recordType == WALFormat.RecordType.transaction, "a key without a digest stays type 1")
+    let unkeyed = WALFrame.encodePayload(.transaction(WALTransaction(namespace: "n", operations: operations)))
+    let refusals = [
+      frame(type: WALFormat.RecordType.keyedTransaction, payload: unkeyed),
+      frame(type: WALFormat.RecordType.keyedTransaction, payload: WALFrame.encodePayload(keyOnly)),
+    ]
+    for bytes in refusals {
+      let result = bytes.withUnsafeBytes { WALFrame.decode($0) }
+      guard case .failure(.malformedBody) = result else {
+        Issue.record("a type-4 record without a key or with a short digest was accepted: \(result)")
+        continue
+      }
+    }
   }
 
   /// Every prefix of a valid stream decodes to exactly the whole frames inside it, then stops.
@@ -163,6 +200,12 @@ import Testing
       WALTransaction(
         namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "a")],
         idempotencyKey: ""),
+      WALTransaction(
+        namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "a")],
+        requestDigest: Array(repeating: 1, count: WALFormat.requestDigestBytes)),
+      WALTransaction(
+        namespace: "n", operations: [WALOperation(kind: .delete, target: .memory, id: "a")],
+        idempotencyKey: "k", requestDigest: [1, 2, 3]),
     ]
     for transaction in cases {
       #expect(throws: WALInputError.self) { try WALFrame.validate(.transaction(transaction)) }

@@ -6,7 +6,8 @@ import MemWALCore
 /// ```
 /// "MWSTORE1" version:u32 appliedLSN:u64 historyFloor:u64 nextLabel:u64
 /// times:     count:u64 (lsn:u64 micros:i64)…
-/// keys:      count:u64 (key:string lsn:u64 epoch:u64 txn:u64)…
+/// keys:      count:u64 (key:string lsn:u64 epoch:u64 txn:u64 digestLength:u8 digest)…
+///            (version 1 has no digestLength and digest: its keys have no request digest)
 /// names:     count:u32 (name:string incarnations:u32 incarnation…)…
 /// incarnation = config:bytes created:u64 deleted:u64(0 = alive)
 ///               memories:chains nodes:chains edges:chains index:bytes
@@ -15,7 +16,7 @@ import MemWALCore
 /// ```
 extension MemoryStore {
   static let snapshotMagic: [UInt8] = Array("MWSTORE1".utf8)
-  static let snapshotVersion: UInt32 = 1
+  static let snapshotVersion: UInt32 = 2
 
   /// Serializes the store as of its applied LSN. Call it between applies (the engine runs it on the
   /// applier's own task), never concurrently with `apply`.
@@ -42,6 +43,9 @@ extension MemoryStore {
         writer.write(outcome.lsn.rawValue)
         writer.write(outcome.epoch.rawValue)
         writer.write(outcome.transactionID.rawValue)
+        let digest = outcome.requestDigest ?? []
+        writer.write(UInt8(digest.count))
+        writer.write(bytes: digest)
       }
       writer.write(UInt32(namespaces.count))
       for name in namespaces.keys.sorted() {
@@ -120,7 +124,7 @@ extension MemoryStore {
   private static func decode(_ reader: inout ByteReader, options: Options) throws -> MemoryStore {
     guard try reader.readBytes(8) == snapshotMagic else { throw StoreError.corruptSnapshot("bad magic") }
     let version: UInt32 = try reader.read()
-    guard version == snapshotVersion else {
+    guard version == 1 || version == snapshotVersion else {
       throw StoreError.corruptSnapshot("unsupported version \(version)")
     }
     let applied = LSN(try reader.read(UInt64.self))
@@ -131,12 +135,19 @@ extension MemoryStore {
     for _ in 0..<timeCount {
       store.times.append((LSN(try reader.read(UInt64.self)), try reader.read(Int64.self)))
     }
-    let keyCount = try count(&reader, each: 28)
+    let keyCount = try count(&reader, each: version == 1 ? 28 : 29)
     for _ in 0..<keyCount {
       let key = try readString(&reader)
-      let outcome = IdempotentOutcome(
+      var outcome = IdempotentOutcome(
         lsn: LSN(try reader.read(UInt64.self)), epoch: Epoch(try reader.read(UInt64.self)),
         transactionID: TransactionID(try reader.read(UInt64.self)))
+      if version >= 2 {
+        let length = Int(try reader.read(UInt8.self))
+        guard length == 0 || length == WALFormat.requestDigestBytes else {
+          throw StoreError.corruptSnapshot("a request digest of \(length) bytes for an idempotency key")
+        }
+        if length > 0 { outcome.requestDigest = try reader.readBytes(length) }
+      }
       store.idempotency[key] = outcome
       store.idempotencyOrder.append(key)
     }

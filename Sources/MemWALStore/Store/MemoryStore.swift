@@ -31,6 +31,8 @@ public final class MemoryStore: @unchecked Sendable {
     public var lsn: LSN
     public var epoch: Epoch
     public var transactionID: TransactionID
+    /// The digest of the request that used the key (nil for records logged before digests).
+    public var requestDigest: [UInt8]?
   }
 
   public let options: Options
@@ -117,7 +119,9 @@ public final class MemoryStore: @unchecked Sendable {
     if let key = transaction.idempotencyKey {
       remember(
         idempotencyKey(namespace: transaction.namespace, key: key),
-        IdempotentOutcome(lsn: record.lsn, epoch: record.epoch, transactionID: record.transactionID))
+        IdempotentOutcome(
+          lsn: record.lsn, epoch: record.epoch, transactionID: record.transactionID,
+          requestDigest: transaction.requestDigest))
     }
     for operation in transaction.operations {
       let value: RecordValue?

@@ -45,7 +45,9 @@ struct WALDump: ParsableCommand {
       let operations = transaction.operations.map { operation in
         "\(operation.kind) \(operation.target) \(operation.id) (before \(size(operation.before)), after \(size(operation.after)))"
       }
-      let key = transaction.idempotencyKey.map { " idempotency_key=\($0)" } ?? ""
+      let key =
+        (transaction.idempotencyKey.map { " idempotency_key=\($0)" } ?? "")
+        + (transaction.requestDigest.map { " request_digest=\(hexBytes($0))" } ?? "")
       return head + " namespace=\(transaction.namespace)\(key) ops=\(operations.count): "
         + operations.joined(separator: "; ")
     case .epochChange(let change):
@@ -53,6 +55,11 @@ struct WALDump: ParsableCommand {
     case .quorumChange(let change):
       return head + " quorum-change k=\(change.quorumFollowers)"
     }
+  }
+
+  /// Bytes as lowercase hexadecimal, two digits each.
+  static func hexBytes(_ bytes: [UInt8]) -> String {
+    bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
   }
 
   static func json(_ record: WALRecord) -> String {
@@ -66,6 +73,8 @@ struct WALDump: ParsableCommand {
       fields.append("\"type\":\"transaction\"")
       fields.append("\"namespace\":\(jsonString(transaction.namespace))")
       fields.append("\"idempotency_key\":\(transaction.idempotencyKey.map(jsonString) ?? "null")")
+      fields.append(
+        "\"request_digest\":\(transaction.requestDigest.map { jsonString(hexBytes($0)) } ?? "null")")
       let operations = transaction.operations.map { operation in
         "{\"kind\":\"\(operation.kind)\",\"target\":\"\(operation.target)\",\"id\":\(jsonString(operation.id)),"
           + "\"before_bytes\":\(operation.before.map { String($0.count) } ?? "null"),"

@@ -108,7 +108,8 @@ extension WALFrame {
       }
       if let digest = transaction.requestDigest {
         guard transaction.idempotencyKey != nil else {
-          throw .invalid(field: "request_digest", reason: "only a transaction with an idempotency key has one")
+          throw .invalid(
+            field: "request_digest", reason: "only a transaction with an idempotency key has one")
         }
         guard digest.count == WALFormat.requestDigestBytes else {
           throw .invalid(
@@ -293,7 +294,8 @@ extension WALFrame {
     return (record, previousCRC, synced)
   }
 
-  private static func decodeTransaction(_ reader: inout ByteReader, withDigest: Bool) throws(ByteDecodingError)
+  private static func decodeTransaction(_ reader: inout ByteReader, withDigest: Bool)
+    throws(ByteDecodingError)
     -> WALTransaction
   {
     let namespace = try readName(&reader, field: "namespace")

@@ -63,7 +63,8 @@ public struct WALTransaction: Sendable, Equatable {
   public var requestDigest: [UInt8]?
 
   public init(
-    namespace: String, operations: [WALOperation], idempotencyKey: String? = nil, requestDigest: [UInt8]? = nil
+    namespace: String, operations: [WALOperation], idempotencyKey: String? = nil,
+    requestDigest: [UInt8]? = nil
   ) {
     self.namespace = namespace
     self.operations = operations

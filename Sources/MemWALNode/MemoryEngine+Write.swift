@@ -134,7 +134,9 @@ extension MemoryEngine {
           return .repeat(pending.broadcast)
         }
         if let recent = state.recentOutcomes[combined] {
-          guard recent.digest == digest else { throw .idempotencyKeyReused(key: key, lsn: recent.outcome.lsn) }
+          guard recent.digest == digest else {
+            throw .idempotencyKeyReused(key: key, lsn: recent.outcome.lsn)
+          }
           return .done(recent.outcome)
         }
         if let applied = store.idempotentOutcome(namespace: request.namespace, key: key) {
@@ -174,7 +176,9 @@ extension MemoryEngine {
         if let key = request.idempotencyKey {
           let combined = idempotencyKey(request.namespace, key)
           state.inFlightKeys[combined] = nil
-          if let outcome = try? result.get(), let digest { state.recentOutcomes[combined] = (outcome, digest) }
+          if let outcome = try? result.get(), let digest {
+            state.recentOutcomes[combined] = (outcome, digest)
+          }
         }
       }
       submission.broadcast?.publish(result)
@@ -211,8 +215,7 @@ extension MemoryEngine {
   /// after-images, submits it, and records the new values in the overlay — all under the write lock.
   private func prepareAndSubmit(
     _ request: TransactionRequest, digest: [UInt8]?, _ state: inout WriteState
-  ) throws(WriteError) -> Submission
-  {
+  ) throws(WriteError) -> Submission {
     let limits = options.store.limits
     guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
     guard let config = currentNamespace(request.namespace, state) else {

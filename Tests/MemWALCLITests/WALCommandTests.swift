@@ -15,7 +15,9 @@ import Testing
         kind: .insert, target: .memory, id: "m\(index)", after: [UInt8](repeating: 7, count: 700))
       _ = try await log.append(
         WALTransaction(
-          namespace: "agents", operations: [operation], idempotencyKey: index == 0 ? "first" : nil))
+          namespace: "agents", operations: [operation],
+          idempotencyKey: index == 0 ? "first" : index == 1 ? "second" : nil,
+          requestDigest: index == 1 ? [UInt8](repeating: 0xab, count: WALFormat.requestDigestBytes) : nil))
     }
     _ = try await log.appendEpochChange(to: Epoch(2), leader: "n2")
     await log.close()
@@ -32,6 +34,8 @@ import Testing
     #expect(
       lines[0].hasPrefix("lsn=1 epoch=1 txn=1 time=")
         && lines[0].contains("namespace=agents idempotency_key=first ops=1: insert memory m0"))
+    #expect(
+      lines[1].contains("idempotency_key=second request_digest=\(String(repeating: "ab", count: 16)) ops=1"))
     #expect(lines[300].contains("lsn=301 epoch=2") && lines[300].contains("epoch-change from=1 leader=n2"))
 
     let json = try runMemwal(["wal", "dump", scratch.path + "/wal", "--from-lsn", "290", "--json"])

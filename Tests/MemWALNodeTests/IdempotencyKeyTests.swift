@@ -123,4 +123,31 @@ import Testing
     #expect(engine.log.positions.written.value == LSN(before.rawValue + 20))
     await engine.close()
   }
+
+  /// A checkpoint written before digests (snapshot version 1: no digest after each key) still
+  /// loads; its keys have no digest, so a repeat of one is answered on the key alone.
+  @Test func aVersion1SnapshotLoadsWithKeysThatHaveNoDigest() async throws {
+    let engine = try await Self.open(SimulatedFileSystem(), clock: TestClock())
+    _ = try await engine.createNamespace(NamespaceConfig(name: "n", dimension: 2, metric: .l2))
+    let outcome = try await engine.execute(Self.first)
+    try await engine.waitForApplied(outcome.lsn)
+    await engine.close()
+    let (_, current) = engine.store.snapshot()
+    #expect(
+      try MemoryStore.load(current).idempotentOutcome(namespace: "n", key: "req-1")?.requestDigest?.count
+        == 16)
+    // Rewrite it as version 1: the version field, and no digest length and digest after the key.
+    let key = Array("n\u{0}req-1".utf8)
+    let at = try #require(
+      (0...(current.count - key.count)).first { Array(current[$0..<$0 + key.count]) == key })
+    let digestAt = at + key.count + 24
+    #expect(current[digestAt] == 16)
+    var old = current
+    old.removeSubrange(digestAt..<digestAt + 17)
+    old.replaceSubrange(8..<12, with: [1, 0, 0, 0])
+    let loaded = try MemoryStore.load(old, options: engine.options.store)
+    let remembered = try #require(loaded.idempotentOutcome(namespace: "n", key: "req-1"))
+    #expect(remembered.lsn == outcome.lsn && remembered.requestDigest == nil)
+    #expect(try loaded.digest() == engine.store.digest())
+  }
 }

@@ -169,6 +169,14 @@ let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
         #"{"operations":[{"op":"upsert_memory","memory":{"id":"m","vector":[1,2]},"if_version":0},{"op":"delete_node","id":"paris"}],"idempotency_key":"t1"}"#
       )
       #expect(status == 200 && Self.number(body, "lsn") == first && body.jsonText.contains(#""repeat":true"#))
+      // The same key with other operations: refused, nothing written; the memory keeps its value.
+      (status, body) = try await api.call(
+        .post, "/v1/namespaces/g/transactions",
+        #"{"operations":[{"op":"upsert_memory","memory":{"id":"m","vector":[5,6]}}],"idempotency_key":"t1"}"#)
+      #expect(status == 422 && Self.error(body) == "idempotency_key_reused", "\(body.jsonText)")
+      #expect(body.jsonText.contains("LSN \(first ?? 0)"), "the message names the first use")
+      (status, body) = try await api.call(.get, "/v1/namespaces/g/memories/m?min_lsn=\(first ?? 0)")
+      #expect(status == 200 && body.jsonText.contains("[1,2]"), "\(body.jsonText)")
       (status, body) = try await api.call(
         .post, "/v1/namespaces/g/transactions",
         #"{"operations":[{"op":"upsert_memory","memory":{"id":"m","vector":[3,4]},"if_version":0}]}"#)

@@ -56,6 +56,9 @@ public struct TransactionRequest: Sendable, Equatable {
   /// more durability than the first try.
   public var requestDigest: [UInt8] {
     var writer = ByteWriter(capacity: 256)
+    // The digest's own version: a new definition (or a record image format other than 1) must
+    // keep computing this one for keys already logged, or a retry across an upgrade is refused.
+    writer.write(UInt8(1))
     writer.write(UInt32(operations.count))
     for operation in operations {
       writer.write(operation.target.rawValue)
@@ -64,7 +67,8 @@ public struct TransactionRequest: Sendable, Equatable {
       let id = Array(operation.id.utf8)
       writer.write(UInt32(id.count))
       writer.write(bytes: id)
-      writer.write(operation.ifVersion.map { $0.rawValue + 1 } ?? 0)
+      writer.write(UInt8(operation.ifVersion == nil ? 0 : 1))
+      writer.write(operation.ifVersion?.rawValue ?? 0)
       writer.write(UInt32(image?.count ?? 0))
       writer.write(bytes: image ?? [])
     }

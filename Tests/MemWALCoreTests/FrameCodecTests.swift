@@ -103,6 +103,11 @@ import Testing
       try WALFrame.decode($0).get()
     }
     #expect(decoded.record.payload == keyed)
+    // The replication stream carries the same body, so a follower (and a primary promoted from
+    // one) learns the digest too.
+    var body = ByteWriter()
+    WALFrame.encodeRecordBody(decoded.record, into: &body)
+    #expect(try body.bytes.withUnsafeBytes { try WALFrame.decodeRecordBody($0) } == decoded.record)
     let keyOnly = WALPayload.transaction(
       WALTransaction(namespace: "n", operations: operations, idempotencyKey: "k"))
     #expect(keyOnly.recordType == WALFormat.RecordType.transaction, "a key without a digest stays type 1")

@@ -150,4 +150,22 @@ import Testing
     #expect(remembered.lsn == outcome.lsn && remembered.requestDigest == nil)
     #expect(try loaded.digest() == engine.store.digest())
   }
+
+  /// The digest is part of the log format and frozen (docs/wal-format.md §5.1): the same request
+  /// must digest the same in every version, or a retry across an upgrade is refused. A change to
+  /// its definition, or to the record image format it hashes, fails here.
+  @Test func theRequestDigestIsFrozen() {
+    let request = TransactionRequest(
+      namespace: "n",
+      operations: [
+        .upsertMemory(
+          MemoryRecord(
+            id: "m-é", vector: [0.5, -1], text: "t", metadata: ["b": .number(2), "a": .string("x")]),
+          ifVersion: LSN(7)),
+        .deleteNode(id: "a"),
+      ],
+      idempotencyKey: "k")
+    let hex = request.requestDigest.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    #expect(hex == "e50bc24ea3231c9b91ac712473a05d4b")
+  }
 }

@@ -107,7 +107,7 @@ public enum ReplicationMessage: Sendable, Equatable {
 /// Constants of the wire format (docs/replication-protocol.md).
 public enum ReplicationWire {
   /// The protocol version this code speaks.
-  public static let protocolVersion: UInt16 = 1
+  public static let protocolVersion: UInt16 = 2
   /// "MWR1" read as a little-endian u32: starts every frame.
   public static let magic: UInt32 = 0x3152_574D
   /// magic u32 + body length u32 + body CRC-32C u32.

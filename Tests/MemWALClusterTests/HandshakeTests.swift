@@ -15,7 +15,7 @@ import Testing
   }
 
   static func hello(
-    version: UInt16 = 1, cluster: ClusterID = Samples.cluster, node: String = "f1", last: UInt64 = 20,
+    version: UInt16 = ReplicationWire.protocolVersion, cluster: ClusterID = Samples.cluster, node: String = "f1", last: UInt64 = 20,
     promised: UInt64 = 2, history: [EpochStart] = history
   ) -> ReplicationMessage {
     .hello(
@@ -31,7 +31,8 @@ import Testing
   @Test func refusesWrongVersionClusterAndNode() {
     let connection = ConnectionID(1)
     for (message, code) in [
-      (Self.hello(version: 2), RefusalCode.unsupportedVersion),
+      (Self.hello(version: 1), RefusalCode.unsupportedVersion),
+      (Self.hello(version: 3), RefusalCode.unsupportedVersion),
       (Self.hello(cluster: ClusterID(high: 1, low: 1)), .wrongCluster),
       (Self.hello(node: "stranger"), .unknownNode),
       (Self.hello(node: "p"), .unknownNode),

@@ -106,6 +106,9 @@ public final class MemoryEngine: @unchecked Sendable {
   /// Checkpoints run one at a time, so their LSNs never go backwards.
   private let checkpointSerializer = AsyncSerializer()
   private let bytesSinceCheckpoint = Atomic<Int>(0)
+  /// The last checkpoint failed: the WAL it would have covered still awaits one, even when no
+  /// byte has been applied since (so an idle node tries again once the interval has passed).
+  private let checkpointOwed = Atomic<Bool>(false)
   /// When the last checkpoint was written or tried (the engine's clock, microseconds).
   private let lastCheckpointMicros = Atomic<Int64>(0)
 
@@ -339,7 +342,7 @@ public final class MemoryEngine: @unchecked Sendable {
     } catch is CancellationError {
       throw CancellationError()
     } catch {
-      restartCheckpointCountdown()
+      restartCheckpointCountdown(owed: true)
       logger.error(
         "checkpoint failed; applying goes on, the next try after \(options.checkpointEveryBytes) more bytes or \(options.checkpointEverySeconds) s",
         metadata: ["error": "\(error)", "lsn": "\(store.appliedLSN)"])
@@ -350,7 +353,9 @@ public final class MemoryEngine: @unchecked Sendable {
   /// again: nil (wait for ever) unless `checkpointEverySeconds` is set and applied WAL awaits a
   /// checkpoint. At most a second, because the engine's clock need not be the wall clock.
   private func idleWaitForCheckpoint() -> Duration? {
-    guard options.checkpointEverySeconds > 0, bytesSinceCheckpoint.load(ordering: .relaxed) > 0 else {
+    guard options.checkpointEverySeconds > 0,
+      bytesSinceCheckpoint.load(ordering: .relaxed) > 0 || checkpointOwed.load(ordering: .relaxed)
+    else {
       return nil
     }
     let elapsed = clock.microsecondsSinceEpoch() - lastCheckpointMicros.load(ordering: .relaxed)
@@ -363,14 +368,17 @@ public final class MemoryEngine: @unchecked Sendable {
   private func isCheckpointDue(afterApplying bytes: Int) -> Bool {
     let pending = bytesSinceCheckpoint.add(bytes, ordering: .relaxed).newValue
     if options.checkpointEveryBytes > 0 && pending >= options.checkpointEveryBytes { return true }
-    guard options.checkpointEverySeconds > 0, pending > 0 else { return false }
+    guard options.checkpointEverySeconds > 0, pending > 0 || checkpointOwed.load(ordering: .relaxed) else {
+      return false
+    }
     let elapsed = clock.microsecondsSinceEpoch() - lastCheckpointMicros.load(ordering: .relaxed)
     return elapsed >= Int64(options.checkpointEverySeconds) * 1_000_000
   }
 
   /// The next checkpoint is due `checkpointEveryBytes` / `checkpointEverySeconds` from now (after
-  /// one was written, or one failed).
-  private func restartCheckpointCountdown() {
+  /// one was written, or one failed and is `owed`).
+  private func restartCheckpointCountdown(owed: Bool) {
+    checkpointOwed.store(owed, ordering: .relaxed)
     bytesSinceCheckpoint.store(0, ordering: .relaxed)
     lastCheckpointMicros.store(clock.microsecondsSinceEpoch(), ordering: .relaxed)
   }
@@ -389,7 +397,7 @@ public final class MemoryEngine: @unchecked Sendable {
       try log.writeCheckpoint(at: lsn, payload: bytes)
       _ = try log.retireSegments(below: min(lsn.next, floor?() ?? lsn.next))
     }
-    restartCheckpointCountdown()
+    restartCheckpointCountdown(owed: false)
     logger.info("checkpoint", metadata: ["lsn": "\(lsn)", "bytes": "\(bytes.count)"])
     return lsn
   }

@@ -10,9 +10,12 @@ import Testing
 final class CheckpointlessDisk: FileSystem, @unchecked Sendable {
   let base = SimulatedFileSystem()
   let isFull = Atomic<Bool>(false)
+  /// Checkpoint files it refused to create.
+  let refusals = Atomic<Int>(0)
 
   func openFile(_ path: String, mode: FileOpenMode) throws -> StorageFile {
     if isFull.load(ordering: .relaxed), mode == .createNew, path.contains("/checkpoints/") {
+      refusals.add(1, ordering: .relaxed)
       throw FileSystemError(operation: "open", path: path, errno: 28, reason: "No space left on device")
     }
     return try base.openFile(path, mode: mode)
@@ -27,6 +30,38 @@ final class CheckpointlessDisk: FileSystem, @unchecked Sendable {
 }
 
 @Suite struct CheckpointFailureTests {
+  /// A time-triggered checkpoint that failed is owed: an idle node tries again once the interval
+  /// has passed, with no write in between, and covers what the failed one would have.
+  @Test func anIdleNodeRetriesAFailedCheckpointOnceTheIntervalHasPassed() async throws {
+    let clock = TestClock()
+    var options = engineOptions(clock: clock)
+    options.checkpointEveryBytes = 1 << 30
+    options.checkpointEverySeconds = 60
+    let disk = CheckpointlessDisk()
+    let engine = try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: disk, logger: quietLogger)
+    _ = try await engine.createNamespace(NamespaceConfig(name: "n", dimension: 2, metric: .l2))
+    let last = try await engine.execute(
+      TransactionRequest(namespace: "n", operations: [.upsertMemory(MemoryRecord(id: "m", vector: [1, 2]))])
+    ).lsn
+    try await engine.waitForApplied(last)
+    disk.isFull.store(true, ordering: .relaxed)
+    clock.advance(by: 61_000_000)
+    // The idle applier wakes at most a second apart: wait until it has tried (and failed).
+    let deadline = ContinuousClock.now + .seconds(60)
+    while disk.refusals.load(ordering: .relaxed) == 0 && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    #expect(disk.refusals.load(ordering: .relaxed) > 0 && engine.log.checkpointLSNs.isEmpty)
+    disk.isFull.store(false, ordering: .relaxed)
+    clock.advance(by: 61_000_000)
+    while engine.log.checkpointLSNs.isEmpty && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    #expect(engine.log.checkpointLSNs == [last], "the owed checkpoint, taken with no write since")
+    await engine.close()
+  }
+
   /// A checkpoint that fails must not stop the applier: writes go on being applied (reads with
   /// `min_lsn` keep working), and checkpoints resume once the disk has room.
   @Test func aFailedCheckpointLeavesTheApplierRunning() async throws {

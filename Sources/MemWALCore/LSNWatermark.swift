@@ -51,28 +51,39 @@ public final class LSNWatermark: Sendable {
 
   /// Returns once the mark is at or past `lsn`; throws `WaitError.timedOut` after `timeout`, and
   /// `CancellationError` if the task is cancelled.
+  ///
+  /// The waiter is registered before its timer starts, and registration looks at the task's
+  /// cancellation under the lock: a timer that fired, or a cancellation that ran its handler,
+  /// before the waiter existed would otherwise find nothing to end, and the wait would last until
+  /// the mark moved.
   public func wait(for lsn: LSN, timeout: Duration? = nil) async throws {
     let id = state.withLock { state -> UInt64 in
       state.nextID += 1
       return state.nextID
     }
-    let timer: Task<Void, Never>? = timeout.map { timeout in
-      Task { [weak self] in
-        try? await Task.sleep(for: timeout)
-        guard !Task.isCancelled, let self else { return }
-        self.cancel(id, with: WaitError.timedOut(waitingFor: lsn, reached: self.value))
-      }
-    }
-    defer { timer?.cancel() }
+    let timer = Mutex<Task<Void, Never>?>(nil)
+    defer { timer.withLock { $0?.cancel() } }
     try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
         let outcome = state.withLock { state -> Result<Void, any Error>? in
           if let failure = state.failure { return .failure(failure) }
           if state.value >= lsn { return .success(()) }
+          if Task.isCancelled { return .failure(CancellationError()) }
           state.waiters.append(Waiter(lsn: lsn, id: id, continuation: continuation))
           return nil
         }
-        if let outcome { continuation.resume(with: outcome) }
+        if let outcome {
+          continuation.resume(with: outcome)
+          return
+        }
+        guard let timeout else { return }
+        // Should the wait end before this is stored, the timer finds no waiter and does nothing.
+        let task = Task { [weak self] in
+          try? await Task.sleep(for: timeout)
+          guard !Task.isCancelled, let self else { return }
+          self.cancel(id, with: WaitError.timedOut(waitingFor: lsn, reached: self.value))
+        }
+        timer.withLock { $0 = task }
       }
     } onCancel: {
       self.cancel(id, with: nil)

@@ -15,7 +15,8 @@ import Testing
   }
 
   static func hello(
-    version: UInt16 = ReplicationWire.protocolVersion, cluster: ClusterID = Samples.cluster, node: String = "f1", last: UInt64 = 20,
+    version: UInt16 = ReplicationWire.protocolVersion, cluster: ClusterID = Samples.cluster,
+    node: String = "f1", last: UInt64 = 20,
     promised: UInt64 = 2, history: [EpochStart] = history
   ) -> ReplicationMessage {
     .hello(

@@ -39,6 +39,9 @@ public enum FrameProblem: Error, Equatable, Sendable, CustomStringConvertible {
   case checksumMismatch(stored: UInt32, computed: UInt32)
   /// The checksum is right but the body is not a valid record.
   case malformedBody(String)
+  /// The checksum is right and the record's type is not one this version knows: a log written
+  /// by a newer MemWAL. Never a torn write, so never cut as one.
+  case unknownRecordType(UInt8)
 
   public var description: String {
     switch self {
@@ -48,6 +51,9 @@ public enum FrameProblem: Error, Equatable, Sendable, CustomStringConvertible {
     case .checksumMismatch(let stored, let computed):
       return "checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))"
     case .malformedBody(let detail): return "malformed record body: \(detail)"
+    case .unknownRecordType(let type):
+      return
+        "record type \(type) is not one this version of MemWAL knows (was the log written by a newer version?)"
     }
   }
 }
@@ -226,6 +232,7 @@ extension WALFrame {
     guard computed == storedCRC else {
       return .failure(.checksumMismatch(stored: storedCRC, computed: computed))
     }
+    guard WALFormat.RecordType.known.contains(body[0]) else { return .failure(.unknownRecordType(body[0])) }
     // Padding is not covered by the CRC, so it must be zero: nothing unchecked is ever accepted.
     for index in bodyEnd..<min(total, bytes.count) where bytes[index] != 0 {
       return .failure(.malformedBody("non-zero padding byte at frame offset \(index)"))

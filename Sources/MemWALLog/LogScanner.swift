@@ -328,6 +328,11 @@ public struct LogScanner {
     func corruption(_ problem: FrameProblem) -> WALCorruption {
       WALCorruption(kind: .corruptRecord(problem), file: name, offset: Int64(offset), lastGoodLSN: lastGood)
     }
+    if case .unknownRecordType = problem {
+      // A checksummed record this version cannot read is a newer writer's, not a torn write:
+      // cutting it would drop synced data.
+      throw corruption(problem)
+    }
     guard isLast else {
       if problem == .empty {
         throw WALCorruption(kind: .unexpectedBytes, file: name, offset: Int64(offset), lastGoodLSN: lastGood)

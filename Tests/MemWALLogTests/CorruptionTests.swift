@@ -115,6 +115,28 @@ import Testing
     #expect(error.offset == victim.offset && error.lastGoodLSN == LSN(victim.lsn.rawValue - 1), "\(error)")
   }
 
+  /// A whole, checksummed record of a type this version does not know (a newer MemWAL wrote it)
+  /// at the very end of the log is not a torn write: the log refuses to open instead of cutting it.
+  @Test func aRecordOfAnUnknownTypeIsNeverCutAsATornTail() async throws {
+    let disk = try await Self.makeLog(count: 5)
+    let victim = try Self.frames(disk).last!
+    let path = "/data/wal/\(victim.segment)"
+    var bytes = disk.contents(of: path)!
+    let start = Int(victim.offset)
+    let length = bytes.withUnsafeBytes {
+      Int($0.loadUnaligned(fromByteOffset: start, as: UInt32.self).littleEndian)
+    }
+    bytes[start + 8] = 9
+    let crc = bytes.withUnsafeBytes {
+      CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start + 8..<start + 8 + length]))
+    }
+    withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange(start + 4..<start + 8, with: $0) }
+    disk.overwrite(path, with: bytes)
+    let error = try Self.expectCorruption(disk)
+    #expect(error.kind == .corruptRecord(.unknownRecordType(9)) && error.offset == victim.offset, "\(error)")
+    #expect(error.description.contains("newer version"))
+  }
+
   @Test func truncatedSegmentHeader() async throws {
     for which in ["middle", "last"] {
       let disk = try await Self.makeLog()

@@ -54,9 +54,12 @@ final class CheckpointlessDisk: FileSystem, @unchecked Sendable {
     }
     #expect(disk.refusals.load(ordering: .relaxed) > 0 && engine.log.checkpointLSNs.isEmpty)
     disk.isFull.store(false, ordering: .relaxed)
-    clock.advance(by: 61_000_000)
-    while engine.log.checkpointLSNs.isEmpty && ContinuousClock.now < deadline {
-      try await Task.sleep(for: .milliseconds(5))
+    // The failed try restarts the countdown from the engine's clock after the refusal counted
+    // above; a move of the clock in between would count from the new time, so keep moving it.
+    let retryDeadline = ContinuousClock.now + .seconds(60)
+    while engine.log.checkpointLSNs.isEmpty && ContinuousClock.now < retryDeadline {
+      clock.advance(by: 61_000_000)
+      try await Task.sleep(for: .milliseconds(20))
     }
     #expect(engine.log.checkpointLSNs == [last], "the owed checkpoint, taken with no write since")
     await engine.close()

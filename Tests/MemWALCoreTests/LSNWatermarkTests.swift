@@ -24,7 +24,7 @@ import Testing
       }
       result.withLock { $0 = ended }
     }
-    let deadline = ContinuousClock.now + .seconds(30)
+    let deadline = ContinuousClock.now + .seconds(120)
     while result.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
       try? await Task.sleep(for: .milliseconds(2))
     }

@@ -47,7 +47,7 @@ public struct RefusalCode: RawRepresentable, Hashable, Sendable, CustomStringCon
   }
 }
 
-/// One message of the replication protocol, version 1. `docs/replication-protocol.md` is the
+/// One message of the replication protocol, version 2. `docs/replication-protocol.md` is the
 /// specification: every field, its size and who sends it. Positions are LSNs; `LSN.zero` means
 /// "nothing yet".
 public enum ReplicationMessage: Sendable, Equatable {
@@ -106,7 +106,7 @@ public enum ReplicationMessage: Sendable, Equatable {
 
 /// Constants of the wire format (docs/replication-protocol.md).
 public enum ReplicationWire {
-  /// The protocol version this code speaks.
+  /// The protocol version this code speaks (docs/replication-protocol.md).
   public static let protocolVersion: UInt16 = 2
   /// "MWR1" read as a little-endian u32: starts every frame.
   public static let magic: UInt32 = 0x3152_574D

@@ -40,8 +40,21 @@ public enum FrameProblem: Error, Equatable, Sendable, CustomStringConvertible {
   /// The checksum is right but the body is not a valid record.
   case malformedBody(String)
   /// The checksum is right and the record's type is not one this version knows: a log written
-  /// by a newer MemWAL. Never a torn write, so never cut as one.
+  /// by a newer MemWAL.
   case unknownRecordType(UInt8)
+  /// The body is intact but a padding byte after it (not covered by the checksum) is not zero.
+  case nonZeroPadding(atFrameOffset: Int)
+  /// A well-formed frame that does not continue the log (another LSN, or chained to another CRC).
+  case outOfSequence(String)
+
+  /// The checksum vouches that the frame was written whole, so a crash did not make it: a torn
+  /// tail never ends in one, and recovery reports it as corruption instead of cutting it.
+  public var isWrittenWhole: Bool {
+    switch self {
+    case .malformedBody, .unknownRecordType: return true
+    default: return false
+    }
+  }
 
   public var description: String {
     switch self {
@@ -51,6 +64,8 @@ public enum FrameProblem: Error, Equatable, Sendable, CustomStringConvertible {
     case .checksumMismatch(let stored, let computed):
       return "checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))"
     case .malformedBody(let detail): return "malformed record body: \(detail)"
+    case .nonZeroPadding(let offset): return "non-zero padding byte at frame offset \(offset)"
+    case .outOfSequence(let detail): return "frame out of sequence: \(detail)"
     case .unknownRecordType(let type):
       return
         "record type \(type) is not one this version of MemWAL knows (was the log written by a newer version?)"
@@ -235,7 +250,7 @@ extension WALFrame {
     guard WALFormat.RecordType.known.contains(body[0]) else { return .failure(.unknownRecordType(body[0])) }
     // Padding is not covered by the CRC, so it must be zero: nothing unchecked is ever accepted.
     for index in bodyEnd..<min(total, bytes.count) where bytes[index] != 0 {
-      return .failure(.malformedBody("non-zero padding byte at frame offset \(index)"))
+      return .failure(.nonZeroPadding(atFrameOffset: index))
     }
     do {
       let (record, previousCRC, synced) = try decodeBody(body)

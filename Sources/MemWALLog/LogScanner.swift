@@ -232,7 +232,7 @@ public struct LogScanner {
             }
             continue
           }
-          problem = .malformedBody(
+          problem = .outOfSequence(
             "frame holds LSN \(frame.record.lsn) chained to \(hex(frame.previousCRC)); expected LSN \(expectedLSN) chained to \(hex(state.lastCRC))"
           )
         case .failure(let failure):
@@ -328,9 +328,9 @@ public struct LogScanner {
     func corruption(_ problem: FrameProblem) -> WALCorruption {
       WALCorruption(kind: .corruptRecord(problem), file: name, offset: Int64(offset), lastGoodLSN: lastGood)
     }
-    if case .unknownRecordType = problem {
-      // A checksummed record this version cannot read is a newer writer's, not a torn write:
-      // cutting it would drop synced data.
+    if problem.isWrittenWhole {
+      // A checksummed record this version cannot read (a newer writer's, or a bug's) is not a
+      // torn write: cutting it would drop synced data.
       throw corruption(problem)
     }
     guard isLast else {
@@ -341,8 +341,8 @@ public struct LogScanner {
     }
     var later = 0
     var probe = offset + WALFormat.frameAlignment
-    while let (frame, at) = nextPlausibleFrame(raw, from: probe, minimumLSN: expectedLSN) {
-      if frame.syncedThroughLSN >= expectedLSN {
+    while let (syncedThrough, at) = nextPlausibleFrame(raw, from: probe, minimumLSN: expectedLSN) {
+      if syncedThrough >= expectedLSN {
         // A frame written after the one at `offset` had been fsynced: this is damage to synced data.
         throw corruption(problem == .empty ? .badLength(0) : problem)
       }
@@ -368,10 +368,12 @@ public struct LogScanner {
     return true
   }
 
-  /// The next aligned offset at or after `from` holding a self-consistent frame for an LSN of at
-  /// least `minimumLSN`. Cheap field checks run before any checksum, so scanning garbage is fast.
+  /// The next aligned offset at or after `from` holding a frame written whole (its checksum is
+  /// right) for an LSN of at least `minimumLSN`, with the `syncedThroughLSN` it carries. A frame
+  /// this version cannot decode (a newer record type, say) counts too: its header fields are
+  /// still the format's. Cheap field checks run before any checksum, so scanning garbage is fast.
   private func nextPlausibleFrame(_ raw: UnsafeRawBufferPointer, from start: Int, minimumLSN: LSN) -> (
-    WALFrame, Int
+    syncedThrough: LSN, at: Int
   )? {
     var probe = WALFormat.aligned(start)
     let minimumFrame = WALFormat.frameHeaderSize + WALFormat.recordBodyHeaderSize
@@ -383,16 +385,18 @@ public struct LogScanner {
       else {
         continue
       }
-      let type = raw[probe + 8]
-      guard WALFormat.RecordType.known.contains(type) else {
-        continue
-      }
       let lsn = raw.loadUnaligned(fromByteOffset: probe + 16, as: UInt64.self).littleEndian
       guard lsn >= minimumLSN.rawValue, lsn - minimumLSN.rawValue < 1 << 40 else { continue }
-      if case .success(let frame) = WALFrame.decode(
+      switch WALFrame.decode(
         UnsafeRawBufferPointer(rebasing: raw[probe...]), maximumBodySize: maximumBodySize)
       {
-        return (frame, probe)
+      case .success(let frame):
+        return (frame.syncedThroughLSN, probe)
+      case .failure(let problem) where problem.isWrittenWhole:
+        let synced = raw.loadUnaligned(fromByteOffset: probe + 8 + 40, as: UInt64.self).littleEndian
+        return (LSN(synced), probe)
+      case .failure:
+        continue
       }
     }
     return nil

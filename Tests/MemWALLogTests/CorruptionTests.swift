@@ -115,26 +115,54 @@ import Testing
     #expect(error.offset == victim.offset && error.lastGoodLSN == LSN(victim.lsn.rawValue - 1), "\(error)")
   }
 
-  /// A whole, checksummed record of a type this version does not know (a newer MemWAL wrote it)
-  /// at the very end of the log is not a torn write: the log refuses to open instead of cutting it.
-  @Test func aRecordOfAnUnknownTypeIsNeverCutAsATornTail() async throws {
-    let disk = try await Self.makeLog(count: 5)
-    let victim = try Self.frames(disk).last!
-    let path = "/data/wal/\(victim.segment)"
+  /// Rewrites one byte of the body of the frame at `offset` and fixes its checksum, as a writer
+  /// of another version (or a bug) would have written it: whole, but not what this version reads.
+  static func rewrite(
+    _ disk: SimulatedFileSystem, _ path: String, frameAt offset: Int64, bodyByte: Int, to value: UInt8
+  ) {
     var bytes = disk.contents(of: path)!
-    let start = Int(victim.offset)
+    let start = Int(offset)
     let length = bytes.withUnsafeBytes {
       Int($0.loadUnaligned(fromByteOffset: start, as: UInt32.self).littleEndian)
     }
-    bytes[start + 8] = 9
+    bytes[start + 8 + bodyByte] = value
     let crc = bytes.withUnsafeBytes {
       CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start + 8..<start + 8 + length]))
     }
     withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange(start + 4..<start + 8, with: $0) }
     disk.overwrite(path, with: bytes)
+  }
+
+  /// A checksummed record this version cannot read (a type it does not know, flags it does not
+  /// know) at the very end of the log is not a torn write: the log refuses to open instead of
+  /// cutting it, since a newer MemWAL may have synced and acknowledged it.
+  @Test(arguments: [(0, UInt8(9)), (1, UInt8(1))])
+  func aWholeRecordThisVersionCannotReadIsNeverCutAsATornTail(bodyByte: Int, value: UInt8) async throws {
+    let disk = try await Self.makeLog(count: 5)
+    let victim = try Self.frames(disk).last!
+    Self.rewrite(disk, "/data/wal/\(victim.segment)", frameAt: victim.offset, bodyByte: bodyByte, to: value)
     let error = try Self.expectCorruption(disk)
-    #expect(error.kind == .corruptRecord(.unknownRecordType(9)) && error.offset == victim.offset, "\(error)")
-    #expect(error.description.contains("newer version"))
+    guard case .corruptRecord(let problem) = error.kind, problem.isWrittenWhole else {
+      Issue.record("expected an unreadable whole record, got \(error)")
+      return
+    }
+    #expect(error.offset == victim.offset)
+    if bodyByte == 0 {
+      #expect(problem == .unknownRecordType(9) && error.description.contains("newer version"))
+    }
+  }
+
+  /// Damage followed by a record of a type this version does not know, written after the damaged
+  /// one was synced: that later record still proves the damage hit synced data.
+  @Test func aLaterRecordOfAnUnknownTypeStillVouchesForSyncedData() async throws {
+    let disk = try await Self.makeLog(count: 5)
+    let frames = try Self.frames(disk)
+    let (victim, later) = (frames[3], frames[4])
+    #expect(victim.segment == later.segment)
+    Self.rewrite(disk, "/data/wal/\(later.segment)", frameAt: later.offset, bodyByte: 0, to: 9)
+    Self.flipByte(disk, "/data/wal/\(victim.segment)", at: Int(victim.offset) + 60)
+    let error = try Self.expectCorruption(disk)
+    #expect(error.offset == victim.offset && error.lastGoodLSN == LSN(victim.lsn.rawValue - 1), "\(error)")
   }
 
   @Test func truncatedSegmentHeader() async throws {

@@ -225,36 +225,50 @@ import Testing
     await engine.close()
   }
 
-  /// `checkpointEverySeconds`: a slow trickle of writes, far below the byte threshold, still gets
-  /// a checkpoint once the interval has passed, so a restart replays at most that long of WAL;
-  /// nothing applied since the last checkpoint means no new one.
-  @Test func aCheckpointIsTakenWhenTheIntervalHasPassed() async throws {
-    let clock = TestClock()
+  /// An engine that checkpoints every 60 s of its clock (and, in effect, never by bytes), with a
+  /// namespace `agents`, and a write of memory `m<id>` into it.
+  static func timeCheckpointedEngine(_ clock: TestClock) async throws -> (
+    MemoryEngine, (Int) async throws -> LSN
+  ) {
     var options = engineOptions(clock: clock)
     options.checkpointEveryBytes = 1 << 30
     options.checkpointEverySeconds = 60
     let engine = try await MemoryEngine.open(
       directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
-    defer { Task { await engine.close() } }
     _ = try await engine.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
-    func write(_ id: Int) async throws {
-      let outcome = try await engine.execute(
+    let write = { (id: Int) async throws -> LSN in
+      try await engine.execute(
         TransactionRequest(
           namespace: "agents",
-          operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0]))]))
-      try await engine.waitForApplied(outcome.lsn)
+          operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0]))])
+      ).lsn
     }
-    for id in 0..<5 {
-      clock.advance(by: 10_000_000)
-      try await write(id)
-    }
-    #expect(engine.log.checkpointLSNs.isEmpty, "50 s: not yet")
-    clock.advance(by: 11_000_000)
-    try await write(5)
+    return (engine, write)
+  }
+
+  /// Polls (up to 60 s) until the engine has written a checkpoint.
+  static func waitForACheckpoint(_ engine: MemoryEngine) async throws {
     let deadline = ContinuousClock.now + .seconds(60)
     while engine.log.checkpointLSNs.isEmpty && ContinuousClock.now < deadline {
       try await Task.sleep(for: .milliseconds(5))
     }
+  }
+
+  /// `checkpointEverySeconds`: a slow trickle of writes, far below the byte threshold, still gets
+  /// a checkpoint once the interval has passed, so a restart replays at most that long of WAL;
+  /// nothing applied since the last checkpoint means no new one.
+  @Test func aCheckpointIsTakenWhenTheIntervalHasPassed() async throws {
+    let clock = TestClock()
+    let (engine, write) = try await Self.timeCheckpointedEngine(clock)
+    defer { Task { await engine.close() } }
+    for id in 0..<5 {
+      clock.advance(by: 10_000_000)
+      try await engine.waitForApplied(try await write(id))
+    }
+    #expect(engine.log.checkpointLSNs.isEmpty, "50 s: not yet")
+    clock.advance(by: 11_000_000)
+    try await engine.waitForApplied(try await write(5))
+    try await Self.waitForACheckpoint(engine)
     // The applier may still be checking the record before this write when the clock moves.
     #expect((engine.log.checkpointLSNs.first ?? .zero) >= LSN(6), "61 s: a checkpoint")
   }
@@ -263,28 +277,14 @@ import Testing
   /// interval has passed, so a restart does not replay it however long the node stays idle.
   @Test func anIdleNodeCheckpointsWhatItAppliedOnceTheIntervalHasPassed() async throws {
     let clock = TestClock()
-    var options = engineOptions(clock: clock)
-    options.checkpointEveryBytes = 1 << 30
-    options.checkpointEverySeconds = 60
-    let engine = try await MemoryEngine.open(
-      directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
+    let (engine, write) = try await Self.timeCheckpointedEngine(clock)
     defer { Task { await engine.close() } }
-    _ = try await engine.createNamespace(NamespaceConfig(name: "agents", dimension: 3, metric: .cosine))
     var last = LSN.zero
-    for id in 0..<5 {
-      let outcome = try await engine.execute(
-        TransactionRequest(
-          namespace: "agents",
-          operations: [.upsertMemory(MemoryRecord(id: "m\(id)", vector: [Float(id), 1, 0]))]))
-      last = outcome.lsn
-    }
+    for id in 0..<5 { last = try await write(id) }
     try await engine.waitForApplied(last)
     #expect(engine.log.checkpointLSNs.isEmpty)
     clock.advance(by: 61_000_000)
-    let deadline = ContinuousClock.now + .seconds(60)
-    while engine.log.checkpointLSNs.isEmpty && ContinuousClock.now < deadline {
-      try await Task.sleep(for: .milliseconds(5))
-    }
+    try await Self.waitForACheckpoint(engine)
     #expect(engine.log.checkpointLSNs == [last], "61 s later, with no write since: a checkpoint of all of it")
   }
 }

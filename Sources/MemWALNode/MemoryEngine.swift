@@ -224,17 +224,14 @@ public final class MemoryEngine: @unchecked Sendable {
         do {
           await waitWhilePaused()
           let next = store.appliedLSN.next
-          if log.positions.written.value < next, let idle = idleWaitForCheckpoint() {
-            // Applied changes are waiting for the time trigger: wake when it is due even if no
-            // write comes, so a burst followed by silence is not replayed whole after a restart.
-            do {
-              try await log.positions.written.wait(for: next, timeout: idle)
-            } catch is WaitError {
-              if isCheckpointDue(afterApplying: 0) { try await checkpointKeepingOn() }
-              continue
-            }
-          } else {
-            try await log.positions.written.wait(for: next)
+          do {
+            // While applied WAL awaits the time trigger, wake when it is due even if no write
+            // comes, so a burst followed by silence is not replayed whole after a restart. (The
+            // timeout costs nothing when the record is already there: no timer starts.)
+            try await log.positions.written.wait(for: next, timeout: idleWaitForCheckpoint())
+          } catch is WaitError {
+            if isCheckpointDue(afterApplying: 0) { try await checkpointKeepingOn() }
+            continue
           }
           let records = try log.records(from: next, limit: options.applyBatch)
           guard !records.isEmpty else { continue }
@@ -350,17 +347,10 @@ public final class MemoryEngine: @unchecked Sendable {
   }
 
   /// How long the idle applier may wait for the next record before it looks at the time trigger
-  /// again: nil (wait for ever) unless `checkpointEverySeconds` is set and applied WAL awaits a
-  /// checkpoint. At most a second, because the engine's clock need not be the wall clock.
+  /// again: nil (wait for ever) while the trigger cannot fire. At most a second, because the
+  /// engine's clock need not be the wall clock.
   private func idleWaitForCheckpoint() -> Duration? {
-    guard options.checkpointEverySeconds > 0,
-      bytesSinceCheckpoint.load(ordering: .relaxed) > 0 || checkpointOwed.load(ordering: .relaxed)
-    else {
-      return nil
-    }
-    let elapsed = clock.microsecondsSinceEpoch() - lastCheckpointMicros.load(ordering: .relaxed)
-    let remaining = Int64(options.checkpointEverySeconds) * 1_000_000 - elapsed
-    return .microseconds(min(max(remaining, 10_000), 1_000_000))
+    microsecondsUntilTimedCheckpoint().map { .microseconds(min(max($0, 10_000), 1_000_000)) }
   }
 
   /// Counts `bytes` of applied WAL; whether `checkpointEveryBytes` of it, or some of it and
@@ -368,11 +358,17 @@ public final class MemoryEngine: @unchecked Sendable {
   private func isCheckpointDue(afterApplying bytes: Int) -> Bool {
     let pending = bytesSinceCheckpoint.add(bytes, ordering: .relaxed).newValue
     if options.checkpointEveryBytes > 0 && pending >= options.checkpointEveryBytes { return true }
-    guard options.checkpointEverySeconds > 0, pending > 0 || checkpointOwed.load(ordering: .relaxed) else {
-      return false
-    }
+    return (microsecondsUntilTimedCheckpoint() ?? 1) <= 0
+  }
+
+  /// Time left until `checkpointEverySeconds` is due (zero or less: due now); nil when the time
+  /// trigger is off, or nothing was applied since the last checkpoint and none is owed.
+  private func microsecondsUntilTimedCheckpoint() -> Int64? {
+    guard options.checkpointEverySeconds > 0,
+      bytesSinceCheckpoint.load(ordering: .relaxed) > 0 || checkpointOwed.load(ordering: .relaxed)
+    else { return nil }
     let elapsed = clock.microsecondsSinceEpoch() - lastCheckpointMicros.load(ordering: .relaxed)
-    return elapsed >= Int64(options.checkpointEverySeconds) * 1_000_000
+    return Int64(options.checkpointEverySeconds) * 1_000_000 - elapsed
   }
 
   /// The next checkpoint is due `checkpointEveryBytes` / `checkpointEverySeconds` from now (after

@@ -113,10 +113,13 @@ extension MemoryEngine {
           reason:
             "\(request.operations.count) operations; the limit is \(limits.maximumOperationsPerTransaction)"))
     }
+    // The new values' images, encoded once and outside the write lock: the log record's
+    // after-images and the idempotency key's request digest are both made from them.
+    let images = request.operations.map { $0.newValue.map(RecordCodec.encode) }
     var digest: [UInt8]?
     if let key = request.idempotencyKey {
       do { try limits.check(id: key, field: "idempotency_key") } catch { throw .invalid(error) }
-      digest = request.requestDigest
+      digest = TransactionRequest.requestDigest(of: request.operations, images: images)
     }
     await waitForRoom()
     let prepared = try writeLock.withLock { state throws(WriteError) -> Prepared in
@@ -147,7 +150,7 @@ extension MemoryEngine {
           return .done(repeatOutcome(applied))
         }
       }
-      return .submitted(try prepareAndSubmit(request, digest: digest, &state))
+      return .submitted(try prepareAndSubmit(request, images: images, digest: digest, &state))
     }
     switch prepared {
     case .done(var outcome):
@@ -214,7 +217,7 @@ extension MemoryEngine {
   /// Checks every operation against the current values, builds the WAL transaction with before- and
   /// after-images, submits it, and records the new values in the overlay — all under the write lock.
   private func prepareAndSubmit(
-    _ request: TransactionRequest, digest: [UInt8]?, _ state: inout WriteState
+    _ request: TransactionRequest, images: [[UInt8]?], digest: [UInt8]?, _ state: inout WriteState
   ) throws(WriteError) -> Submission {
     let limits = options.store.limits
     guard state.role == .primary else { throw .notPrimary(primary: state.primaryHint) }
@@ -238,18 +241,20 @@ extension MemoryEngine {
       return (nil, nil)
     }
 
-    func record(_ target: TargetType, _ id: String, before: RecordValue?, after: RecordValue?) {
+    /// `afterImage` is `after` encoded (the request's own images are encoded before the lock).
+    func record(
+      _ target: TargetType, _ id: String, before: RecordValue?, after: RecordValue?, afterImage: [UInt8]?
+    ) {
       let key = OverlayKey(namespace: request.namespace, target: target, id: id)
       if local[key] == nil { order.append(key) }
       local[key] = .some(after)
       let kind: OperationKind = after == nil ? .delete : (before == nil ? .insert : .update)
       operations.append(
         WALOperation(
-          kind: kind, target: target, id: id, before: before.map(RecordCodec.encode),
-          after: after.map(RecordCodec.encode)))
+          kind: kind, target: target, id: id, before: before.map(RecordCodec.encode), after: afterImage))
     }
 
-    for operation in request.operations {
+    for (operation, image) in zip(request.operations, images) {
       let target = operation.target
       let id = operation.id
       let key = OverlayKey(namespace: request.namespace, target: target, id: id)
@@ -289,11 +294,11 @@ extension MemoryEngine {
             let edgeKey = OverlayKey(namespace: request.namespace, target: .edge, id: edgeID)
             guard local[edgeKey] == nil else { continue }
             let (edgeBefore, _) = try current(.edge, edgeID)
-            if edgeBefore != nil { record(.edge, edgeID, before: edgeBefore, after: nil) }
+            if edgeBefore != nil { record(.edge, edgeID, before: edgeBefore, after: nil, afterImage: nil) }
           }
         }
       }
-      record(target, id, before: before, after: operation.newValue)
+      record(target, id, before: before, after: operation.newValue, afterImage: image)
     }
     let transaction = WALTransaction(
       namespace: request.namespace, operations: operations, idempotencyKey: request.idempotencyKey,

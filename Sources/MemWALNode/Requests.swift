@@ -55,14 +55,19 @@ public struct TransactionRequest: Sendable, Equatable {
   /// The namespace and durability are left out: the key is per namespace, and a retry may ask for
   /// more durability than the first try.
   public var requestDigest: [UInt8] {
+    Self.requestDigest(of: operations, images: operations.map { $0.newValue.map(RecordCodec.encode) })
+  }
+
+  /// `requestDigest`, given each operation's new value already encoded (`images[i]` is
+  /// `operations[i].newValue` through `RecordCodec.encode`).
+  static func requestDigest(of operations: [Operation], images: [[UInt8]?]) -> [UInt8] {
     var writer = ByteWriter(capacity: 256)
     // The digest's own version: a new definition (or a record image format other than 1) must
     // keep computing this one for keys already logged, or a retry across an upgrade is refused.
     writer.write(UInt8(1))
     writer.write(UInt32(operations.count))
-    for operation in operations {
+    for (operation, image) in zip(operations, images) {
       writer.write(operation.target.rawValue)
-      let image = operation.newValue.map(RecordCodec.encode)
       writer.write(UInt8(image == nil ? 0 : 1))
       let id = Array(operation.id.utf8)
       writer.write(UInt32(id.count))

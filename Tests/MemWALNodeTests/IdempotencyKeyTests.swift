@@ -92,6 +92,27 @@ import Testing
     await engine.close()
   }
 
+  /// The digest travels with the record: a follower that took the first write through
+  /// replication and is then promoted refuses the key with other operations, and answers the
+  /// same request as a repeat (G2: a failover keeps what a keyed write meant, not just its key).
+  @Test func aPromotedFollowerKnowsTheDigestsItReplicated() async throws {
+    let clock = TestClock()
+    let primary = try await Self.open(SimulatedFileSystem(), clock: clock)
+    var options = engineOptions(clock: clock)
+    options.role = .follower
+    let follower = try await MemoryEngine.open(
+      directory: "/node", options: options, fileSystem: SimulatedFileSystem(), logger: quietLogger)
+    _ = try await primary.createNamespace(NamespaceConfig(name: "n", dimension: 2, metric: .l2))
+    let outcome = try await primary.execute(Self.first)
+    let records = try primary.log.records(from: LSN(1), limit: 100)
+    for record in records { _ = try await follower.log.submitReplicated(record).result() }
+    try await follower.waitForApplied(outcome.lsn)
+    await primary.close()
+    _ = try await follower.becomePrimary(epoch: Epoch(2), name: "f1")
+    try await Self.expectOnlyRepeatsAnswered(follower, firstLSN: outcome.lsn, "promoted follower")
+    await follower.close()
+  }
+
   /// Two different requests racing with one key: exactly one is written, the other is refused,
   /// whether it finds the winner in flight or already logged.
   @Test func twoDifferentRequestsRacingWithOneKeyWriteOnlyOne() async throws {

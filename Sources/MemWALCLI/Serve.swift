@@ -174,7 +174,7 @@ struct TokenCreate: ParsableCommand {
   func run() throws {
     var random = SystemRandomNumberGenerator()
     let raw = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
-    let token = "mw_" + raw.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    let token = "mw_" + hex(raw)
     emit("token: \(token)")
     emit("# add to the configuration's tokens: list (the token itself is not stored):")
     emit("- name: \(name)")

@@ -47,7 +47,7 @@ struct WALDump: ParsableCommand {
       }
       let key =
         (transaction.idempotencyKey.map { " idempotency_key=\($0)" } ?? "")
-        + (transaction.requestDigest.map { " request_digest=\(hexBytes($0))" } ?? "")
+        + (transaction.requestDigest.map { " request_digest=\(hex($0))" } ?? "")
       return head + " namespace=\(transaction.namespace)\(key) ops=\(operations.count): "
         + operations.joined(separator: "; ")
     case .epochChange(let change):
@@ -55,11 +55,6 @@ struct WALDump: ParsableCommand {
     case .quorumChange(let change):
       return head + " quorum-change k=\(change.quorumFollowers)"
     }
-  }
-
-  /// Bytes as lowercase hexadecimal, two digits each.
-  static func hexBytes(_ bytes: [UInt8]) -> String {
-    bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
   }
 
   static func json(_ record: WALRecord) -> String {
@@ -74,7 +69,7 @@ struct WALDump: ParsableCommand {
       fields.append("\"namespace\":\(jsonString(transaction.namespace))")
       fields.append("\"idempotency_key\":\(transaction.idempotencyKey.map(jsonString) ?? "null")")
       fields.append(
-        "\"request_digest\":\(transaction.requestDigest.map { jsonString(hexBytes($0)) } ?? "null")")
+        "\"request_digest\":\(transaction.requestDigest.map { jsonString(hex($0)) } ?? "null")")
       let operations = transaction.operations.map { operation in
         "{\"kind\":\"\(operation.kind)\",\"target\":\"\(operation.target)\",\"id\":\(jsonString(operation.id)),"
           + "\"before_bytes\":\(operation.before.map { String($0.count) } ?? "null"),"

@@ -76,6 +76,9 @@ public enum FrameProblem: Error, Equatable, Sendable, CustomStringConvertible {
 /// A CRC as 0x-prefixed, zero-padded hexadecimal.
 public func hex(_ value: UInt32) -> String { "0x" + String(value, radix: 16).leftPadded(to: 8) }
 
+/// Bytes as lowercase hexadecimal, two digits each, no prefix.
+public func hex(_ bytes: [UInt8]) -> String { bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined() }
+
 extension WALFrame {
   /// Encodes the payload part of a record (everything after the fixed body header).
   public static func encodePayload(_ payload: WALPayload) -> [UInt8] {

@@ -186,7 +186,6 @@ import Testing
         .deleteNode(id: "a"),
       ],
       idempotencyKey: "k")
-    let hex = request.requestDigest.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
-    #expect(hex == "e50bc24ea3231c9b91ac712473a05d4b")
+    #expect(hex(request.requestDigest) == "e50bc24ea3231c9b91ac712473a05d4b")
   }
 }
